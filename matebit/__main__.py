@@ -1,0 +1,3 @@
+from matebit.cli import entry
+
+entry()

@@ -1,0 +1,276 @@
+"""Typed configuration: dataclasses, strict JSON round trips and the named presets.
+
+Every model is built from a `ModelConfig`; nothing reads a global options object. Unknown keys and values
+of the wrong type are errors (nanoGPT's rule), so a typo in a preset or an override fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CorrespondenceKind = Literal["masked", "full", "official"]
+MaskKind = Literal["relu", "none"]
+FeedForwardKind = Literal["adaconv", "ffn"]
+SpectralNormKind = Literal["all", "official", "none"]
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed: unknown key, wrong type or impossible value."""
+
+
+@dataclass
+class ModelConfig:
+    """The generator and discriminator. Defaults are the paper's model with the released code's sizes."""
+
+    structure_channels: int = 3  # channels of x_A (3: HED edges read as RGB, as in the released MetFaces setup)
+    image_channels: int = 3
+    base_channels: int = 64  # ngf: width of the first encoder stage
+    feature_channels: int = 512  # C of the 1/8-resolution matching space (released: 64 * 8)
+    spade_hidden: int = 512  # hidden width of the SPADE-style modulation nets (released: 512)
+    n_mat_blocks: int = 3  # 0 = "w/o MAT"
+    correspondence: CorrespondenceKind = "masked"  # masked (paper) | full (CoCosNet) | official (released code)
+    mask: MaskKind = "relu"  # Eq. 2; "none" is the "w/o ReLU" ablation
+    alpha: float = 100.0  # Eq. 3 softmax sharpness
+    feed_forward: FeedForwardKind = "adaconv"  # Fig. 3c AdaConv, or a plain FFN (ablation)
+    adaconv_kernel: int = 7
+    adaconv_expansion: int = 4
+    official_pos_channels: int = 128  # released code: pos_dim 16 * 8, concatenated
+    official_prune_channels: int = 128
+    skip_connections: bool = True  # U-Net skips from E_A (Sec. 3.3)
+    global_style: bool = True  # z through AdaIN (Sec. 3.3)
+    style_dim: int = 64
+    decoder_attention: bool = False  # released code's SAGAN block in the decoder (not in the paper)
+    spectral_norm: SpectralNormKind = "all"  # paper Sec. 4: "all the layers"
+    # Discriminator (multi-scale PatchGAN, conditioned on x_A)
+    d_channels: int = 64
+    d_layers: int = 4
+    d_scales: int = 2
+    # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies.
+    attention_impl: Literal["auto", "reference", "fused"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if self.n_mat_blocks < 0:
+            raise ConfigError(f"n_mat_blocks must be >= 0, got {self.n_mat_blocks}")
+        for name in ("structure_channels", "image_channels", "base_channels", "feature_channels",
+                     "spade_hidden", "style_dim", "d_channels", "d_layers", "d_scales"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.feature_channels % 2:
+            raise ConfigError("feature_channels must be even (sine positional code)")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+
+    @property
+    def stride(self) -> int:
+        """Input height and width must be multiples of this (encoder /8, decoder bottleneck /16)."""
+        return 16
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (Eq. 14) and loss options. `paper` and `official` presets are in `LOSS_PRESETS`."""
+
+    recipe: Literal["paper", "official"] = "paper"
+    style: float = 1.0  # lambda_1, contrastive style (Eq. 7)
+    align: float = 10.0  # lambda_2 (Eq. 8)
+    corr: float = 1000.0  # lambda_3 (Eq. 9)
+    structure: float = 1.0  # lambda_4 (Eq. 12)
+    perceptual: float = 1.0  # lambda_5 (Eq. 10)
+    contextual: float = 1.0  # lambda_5 (Eq. 11)
+    adversarial: float = 1.0  # lambda_6 (Eq. 13)
+    # Extras of the released recipe; zero in the paper recipe.
+    gan_feature_matching: float = 0.0
+    vgg_feature_matching: float = 0.0
+    gram_style: float = 0.0
+    contextual_form: Literal["paper", "official"] = "paper"
+    perceptual_network: Literal["vgg19", "hed-vgg16"] = "vgg19"
+    vgg19_path: str = ""
+    tau: float = 0.07
+    queue_size: int = 1024
+    negatives: Literal["paper", "exemplars", "cast"] = "paper"
+    early_steps: int = 2000  # "early in training": generated images' codes are queued for this many steps
+    normalize_style_codes: bool = True
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (Sec. 4)."""
+
+    batch_size: int = 4
+    steps: int = 100_000
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    decay_start: int = 50_000  # linear decay to 0 from here to `steps`
+    image_size: int = 256
+    num_workers: int = 2
+    seed: int = 0
+    log_every: int = 50
+    image_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    nan_policy: Literal["stop", "skip"] = "stop"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs; saved as JSON beside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "paper"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Strict conversion to and from plain dicts / JSON
+
+
+def _check_types(obj: Any) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not _matches(value, hints[f.name]):
+            raise ConfigError(
+                f"{type(obj).__name__}.{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            value = from_dict(tp, value, where=f"{where}.{key}" if where else key)
+        elif tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def from_json(cls: type, text: str, where: str = "") -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where or 'config'}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return from_dict(cls, data, where=where)
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Apply `section.key=value` strings (values parsed as JSON, else taken as strings)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: unknown section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {key!r}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Presets: the paper's model, its ablations (Table 2, Fig. 7), the released code, and small ones for CPU.
+
+_TINY = dict(base_channels=8, feature_channels=32, spade_hidden=16, style_dim=16, d_channels=8, d_layers=2)
+_DEMO = dict(base_channels=16, feature_channels=96, spade_hidden=48, style_dim=32, d_channels=16, d_layers=3)
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official"),
+    "no-mat": dict(n_mat_blocks=0),
+    **{f"mat{n}": dict(n_mat_blocks=n) for n in range(1, 6)},
+    "no-relu": dict(mask="none"),
+    "full-corr": dict(correspondence="full"),
+    "ffn": dict(feed_forward="ffn"),
+    "no-skip": dict(skip_connections=False),
+    "no-style": dict(global_style=False),
+    "tiny": _TINY,
+    "demo": _DEMO,
+    "demo-no-relu": {**_DEMO, "mask": "none"},
+    "demo-full-corr": {**_DEMO, "correspondence": "full"},
+}
+
+PRESET_HELP: dict[str, str] = {
+    "paper": "MATEBIT as the paper describes it, with the released code's layer sizes",
+    "official": "the released code's MAT block: learned sign mask, scaled dot product, concatenated PE, SAGAN",
+    "no-mat": "Table 2 'w/o MAT': no MAT blocks",
+    "no-relu": "Table 2 'w/o ReLU': softmax over the unmasked cosine",
+    "full-corr": "Table 2 'Full Corr.': CoCosNet-style full correspondence instead of MAT",
+    "ffn": "Table 2 'w/o AdaConv': a pointwise FFN instead of AdaConv",
+    "no-skip": "Table 2 'w/o skip connection'",
+    "no-style": "Table 2 'w/o global style z'",
+    "tiny": "a 0.5 M-parameter model for fast tests",
+    "demo": "a small model that trains on 2 CPU cores in minutes (the embedded demo)",
+    "demo-no-relu": "the demo model without the ReLU mask",
+    "demo-full-corr": "the demo model with full correspondence",
+}
+for _n in range(1, 6):
+    PRESET_HELP[f"mat{_n}"] = f"Fig. 7: {_n} MAT block(s)"
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
+    return from_dict(ModelConfig, {**MODEL_PRESETS[name], **overrides})

@@ -1,0 +1,149 @@
+"""The masked correspondence of MAT (Eqs. 1-3 and the reliability weight of Eq. 5), in its plain matrix form.
+
+Tokens are (B, N, C) for queries and (B, M, C) for keys and values. This file is the readable reference: it
+materialises the N x M matrix, which is what the visualisations and the tests use as their oracle. Fast paths
+(chunked, fused) live beside it and must agree with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def centred_unit(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Eq. 1's Q~ and K~: subtract each token's mean over channels, then scale to unit length.
+
+    With both sides prepared like this, a plain dot product is the centred cosine of Eq. 1.
+    """
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+@dataclass
+class Correspondence:
+    """Result of one correspondence pass.
+
+    out:         (B, N, Cv) the values aggregated by the attention weights (X_cor of Eq. 3).
+    reliability: (B, N) the share of each query's attention mass that lies on reliable keys (keys with
+                 positive cosine, i.e. kept by the ReLU mask). 1 - reliability is the bounded weight of
+                 X_uncor in Eq. 5 (see `MATBlock`).
+    weights:     (B, N, M) the attention matrix, only when asked for.
+    """
+
+    out: Tensor
+    reliability: Tensor
+    weights: Tensor | None = None
+
+
+def masked_correspondence_reference(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
+                                    return_weights: bool = False) -> Correspondence:
+    """softmax(alpha * ReLU(cos(q, k))) v, with q and k already passed through `centred_unit`.
+
+    mask="relu" is the paper (Eq. 2); mask="none" is the "w/o ReLU" ablation, softmax(alpha * cos), for which
+    every key counts as reliable (there is no mask to say otherwise), so reliability is 1.
+    """
+    cos = q @ k.transpose(-1, -2)  # Eq. 1, (B, N, M)
+    if mask == "relu":
+        scores = alpha * torch.relu(cos)  # Eq. 2, then the scaling inside Eq. 3
+    elif mask == "none":
+        scores = alpha * cos
+    else:
+        raise ValueError(f"unknown mask kind {mask!r}")
+    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # Eq. 3
+    out = weights @ v
+    if mask == "relu":
+        # Mass on keys the ReLU kept. A key with cos <= 0 still receives exp(0) / Z after the softmax; that
+        # share is what the paper calls unreliable.
+        reliability = (weights * (cos > 0).to(weights.dtype)).sum(dim=-1)
+    else:
+        reliability = torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device)
+    return Correspondence(out, reliability, weights if return_weights else None)
+
+
+def masked_correspondence_chunked(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
+                                  chunk: int = 4096) -> Correspondence:
+    """The reference, evaluated over blocks of queries so that memory stays O(chunk * M).
+
+    Rows of a softmax are independent, so splitting the queries changes nothing but peak memory.
+    """
+    if q.shape[1] <= chunk:
+        return masked_correspondence_reference(q, k, v, alpha, mask)
+    outs, rels = [], []
+    for start in range(0, q.shape[1], chunk):
+        part = masked_correspondence_reference(q[:, start:start + chunk], k, v, alpha, mask)
+        outs.append(part.out)
+        rels.append(part.reliability)
+    return Correspondence(torch.cat(outs, 1), torch.cat(rels, 1))
+
+
+def masked_correspondence(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
+                          impl: str = "auto", return_weights: bool = False) -> Correspondence:
+    """Dispatch to the implementation that fits: the fused kernel where it applies, else the matrix form."""
+    if return_weights or impl == "reference":
+        return masked_correspondence_reference(q, k, v, alpha, mask, return_weights)
+    from matebit.models import fused  # local import: the fused path needs a recent torch and a GPU
+
+    if impl == "fused" or (impl == "auto" and fused.applies(q)):
+        return fused.masked_correspondence_fused(q, k, v, alpha, mask)
+    return masked_correspondence_chunked(q, k, v, alpha, mask)
+
+
+def attention_rows(q: Tensor, k: Tensor, alpha: float, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Correspondence of chosen queries only: (masked, full), each (B, P, M).
+
+    `masked` is softmax(alpha * ReLU(cos)) as MAT uses it; `full` is softmax(alpha * cos), CoCosNet's full
+    correspondence, shown beside it as in the paper's Fig. 1. Costs O(P * M), so the demo can ask for any point
+    at any resolution without the N x M matrix.
+    """
+    index = index.to(q.device).long()
+    if index.dim() == 1:
+        index = index.unsqueeze(0).expand(q.shape[0], -1)
+    rows = torch.gather(q, 1, index.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
+    cos = (rows @ k.transpose(-1, -2)).float()
+    return torch.softmax(alpha * torch.relu(cos), -1), torch.softmax(alpha * cos, -1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The released code's correspondence (DynaST's learned sign mask), kept for the `official` preset.
+
+
+class _SignStraightThrough(torch.autograd.Function):
+    """Hard 0/1 mask forward; the gradient of sigmoid backward (the released code's SignWithSigmoidGrad)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        ctx.save_for_backward(t)
+        return (t > 0).to(t.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (t,) = ctx.saved_tensors
+        s = torch.sigmoid(t)
+        return grad * s * (1 - s)
+
+
+def official_correspondence(q: Tensor, k: Tensor, v: Tensor, pq: Tensor, pk: Tensor,
+                            return_weights: bool = False) -> tuple[Correspondence, Tensor]:
+    """Scaled dot-product attention multiplied by a learned binary mask, not renormalised.
+
+    Returns the correspondence (reliability = mass kept by the mask, as in the released code) and the masked
+    weights renormalised over the kept keys, used for the exemplar warp of Eq. 9. The released code builds that
+    warp from the *complement* of the mask (inherited from DynaST); we use the kept keys, which is what Eq. 9
+    describes.
+    """
+    scale = q.shape[-1] ** -0.5
+    attn = torch.softmax((q @ k.transpose(-1, -2)).float() * scale, dim=-1).to(v.dtype)
+    keep = _SignStraightThrough.apply((pq @ pk.transpose(-1, -2)) / pq.shape[-1])
+    masked = attn * keep
+    reliability = masked.sum(-1)
+    warp_weights = masked / reliability.unsqueeze(-1).clamp_min(1e-6)
+    return Correspondence(masked @ v, reliability, masked if return_weights else None), warp_weights
+
+
+def downsample_to(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """The `↓` of Eq. 9: area-average an image down to the token grid."""
+    return F.adaptive_avg_pool2d(image, size)

@@ -1,0 +1,227 @@
+"""The MATEBIT translation network G (Fig. 2): encoders, MAT stack, U-Net decoder with global style.
+
+Data path: x_A -> E_A ┐
+                      ├-> positional code -> 3 MAT blocks -> decoder (skips from E_A, AdaIN from z) -> x̂_B
+           y_B -> E_B ┘-> z = MLP(GAP(Y_B))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from matebit.config import ModelConfig
+from matebit.models.correspondence import downsample_to
+from matebit.models.layers import (
+    AdaINResBlock,
+    ResidualBlock,
+    SelfAttention,
+    SPADEResBlock,
+    apply_spectral_norm,
+    conv3x3,
+    l2_normalize,
+    official_sn,
+    sine_position_code,
+)
+from matebit.models.mat import MATBlock
+
+
+class InputSizeError(ValueError):
+    """Height or width is not a multiple of the network's stride."""
+
+
+@dataclass
+class GeneratorOutput:
+    image: Tensor  # (B, 3, H, W) in [-1, 1]
+    warped: list[Tensor] = field(default_factory=list)  # per MAT block, (B, 3, H/8, W/8): Eq. 9's warp
+    uncor_weight: list[Tensor] = field(default_factory=list)  # per block, (B, 1, H/8, W/8) in [0, 1]
+    z: Tensor | None = None  # (B, style_dim) global style code of the exemplar
+    structure_features: list[Tensor] = field(default_factory=list)  # E_A(x_A), unit-normalised, fine to coarse
+    attention: list[Tensor] = field(default_factory=list)  # per block (B, N, N), only with return_attention
+    rows_masked: list[Tensor] = field(default_factory=list)  # per block (B, P, N), only with query_index
+    rows_full: list[Tensor] = field(default_factory=list)
+
+
+class Encoder(nn.Module):
+    """E_A or E_B: four conv stages (strides 1, 2, 2, 2) each followed by IN and a residual block."""
+
+    def __init__(self, in_channels: int, base: int, out_channels: int):
+        super().__init__()
+        widths = [base, base * 2, base * 4, out_channels]
+        stages, cin = [], in_channels
+        for i, cout in enumerate(widths):
+            stages.append(nn.Sequential(official_sn(conv3x3(cin, cout, stride=1 if i == 0 else 2)),
+                                        nn.InstanceNorm2d(cout), ResidualBlock(cout)))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(l2_normalize(x))  # the shared space compares directions, not magnitudes
+        return feats  # [1, 1/2, 1/4, 1/8]
+
+
+class UpBlock(nn.Module):
+    """(LeakyReLU) -> conv3x3 without bias -> IN -> residual block: the released decoder's step."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, pre_act: bool = False):
+        super().__init__()
+        self.pre_act = pre_act
+        self.conv = official_sn(conv3x3(cin, cout, stride=stride, bias=False))
+        self.res = ResidualBlock(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pre_act:
+            x = F.leaky_relu(x, 0.2)
+        return self.res(F.instance_norm(self.conv(x)))
+
+
+def _up(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class Decoder(nn.Module):
+    """D_B: a U-Net decoder from the MAT output (1/8) down to 1/16 and back up to full size.
+
+    Skips come from E_A at 1/4 and 1/2 (the released code's choice; the paper only says 'multi-level');
+    every up step is modulated by z through AdaIN when global style is on.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, b = cfg.feature_channels, cfg.base_channels
+        self.cfg = cfg
+        skip = cfg.skip_connections
+        self.down = UpBlock(c, c, stride=2, pre_act=True)  # 1/16
+        self.bottleneck = UpBlock(c, c, pre_act=True)
+        self.merge = UpBlock(2 * c, c)
+        self.up1 = UpBlock(2 * c, 4 * b)  # with the MAT output at 1/8
+        self.up2 = UpBlock(4 * b + (4 * b if skip else 0), 2 * b)  # with E_A at 1/4
+        self.up3 = UpBlock(2 * b + (2 * b if skip else 0), b)  # with E_A at 1/2
+        widths = [c, 4 * b, 2 * b, b]
+        if cfg.global_style:
+            self.styles = nn.ModuleList(AdaINResBlock(w, cfg.style_dim) for w in widths)
+        else:
+            # 'w/o global style z': the same residual blocks with plain instance normalisation.
+            self.styles = nn.ModuleList(ResidualBlock(w) for w in widths)
+        self.attention = SelfAttention(2 * b) if cfg.decoder_attention else None
+        self.final_res = ResidualBlock(b)
+        self.to_rgb = conv3x3(b, cfg.image_channels)
+
+    def _style(self, i: int, x: Tensor, z: Tensor | None) -> Tensor:
+        return self.styles[i](x, z) if self.cfg.global_style else self.styles[i](x)
+
+    def forward(self, x: Tensor, skips: list[Tensor], z: Tensor | None) -> Tensor:
+        x16 = self.down(x)
+        h = self.merge(torch.cat([self.bottleneck(x16), x16], 1))
+        h = self._style(0, h, z)
+        h = self._style(1, self.up1(torch.cat([_up(h), x], 1)), z)
+        parts = [_up(h)] + ([skips[2]] if self.cfg.skip_connections else [])
+        h = self._style(2, self.up2(torch.cat(parts, 1)), z)
+        if self.attention is not None:
+            h = self.attention(h)
+        parts = [_up(h)] + ([skips[1]] if self.cfg.skip_connections else [])
+        h = self._style(3, self.up3(torch.cat(parts, 1)), z)
+        h = self.final_res(F.leaky_relu(_up(h), 0.2))
+        return torch.tanh(self.to_rgb(h))
+
+
+class MappingNetwork(nn.Module):
+    """z = MLP(GAP(Y_B)) (Sec. 3.2); sizes of the released code (C -> 256 -> 256 -> style_dim)."""
+
+    def __init__(self, channels: int, style_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(channels, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2), nn.Linear(hidden, style_dim))
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.net(y.mean(dim=(2, 3)))
+
+
+class MATEBITGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        c = cfg.feature_channels
+        self.encoder_a = Encoder(cfg.structure_channels, cfg.base_channels, c)
+        self.encoder_b = Encoder(cfg.image_channels, cfg.base_channels, c)
+        # Lift each 1/8 feature map into the matching space, modulated by its own image (released code's
+        # embed_q4 / embed_kv4).
+        self.embed_a = SPADEResBlock(c, cfg.structure_channels, cfg.spade_hidden)
+        self.embed_b = SPADEResBlock(c, cfg.image_channels, cfg.spade_hidden)
+        self.blocks = nn.ModuleList(MATBlock(cfg) for _ in range(cfg.n_mat_blocks))
+        if cfg.correspondence != "official":
+            # A learned gain on the fixed sine code lets training decide how much position matters.
+            self.pos_gain = nn.Parameter(torch.ones(())) if cfg.n_mat_blocks else None
+        self.mapping = MappingNetwork(c, cfg.style_dim) if cfg.global_style else None
+        self.decoder = Decoder(cfg)
+        apply_spectral_norm(self, cfg.spectral_norm)
+
+    # -- pieces the losses and tools call -----------------------------------------------------------------------
+
+    def check_size(self, h: int, w: int) -> None:
+        s = self.config.stride
+        if h % s or w % s or h < s or w < s:
+            raise InputSizeError(f"input size {w}x{h} (WxH) is not a positive multiple of {s}; "
+                                 f"resize or pad to e.g. {max(s, round(w / s) * s)}x{max(s, round(h / s) * s)}")
+
+    def encode_exemplar(self, image: Tensor) -> tuple[list[Tensor], Tensor]:
+        """E_B features (unit-normalised, fine to coarse) and the embedded exemplar Y_B."""
+        feats = self.encoder_b(image)
+        return feats, self.embed_b(feats[-1], image)
+
+    def encode_style(self, image: Tensor) -> Tensor:
+        """The global style code z of any image (the contrastive loss re-encodes generated images with it)."""
+        if self.mapping is None:
+            raise RuntimeError("this model has no global style code (global_style=False)")
+        return self.mapping(self.encode_exemplar(image)[1])
+
+    def token_grid(self, h: int, w: int) -> tuple[int, int]:
+        return h // 8, w // 8
+
+    def point_to_token(self, xy: Tensor, h: int, w: int) -> Tensor:
+        """Pixel coordinates (..., 2) as (x, y) in an HxW input -> token indices on the 1/8 grid."""
+        gh, gw = self.token_grid(h, w)
+        col = (xy[..., 0] * gw / w).long().clamp(0, gw - 1)
+        row = (xy[..., 1] * gh / h).long().clamp(0, gh - 1)
+        return row * gw + col
+
+    # -- forward ----------------------------------------------------------------------------------------------
+
+    def forward(self, structure: Tensor, exemplar: Tensor, return_attention: bool = False,
+                query_index: Tensor | None = None) -> GeneratorOutput:
+        """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]."""
+        self.check_size(*structure.shape[-2:])
+        if exemplar.shape[-2:] != structure.shape[-2:]:
+            raise InputSizeError(f"structure is {tuple(structure.shape[-2:])} but exemplar is "
+                                 f"{tuple(exemplar.shape[-2:])}; they must have the same size")
+        feats_a = self.encoder_a(structure)
+        x = self.embed_a(feats_a[-1], structure)  # X_A
+        _, y = self.encode_exemplar(exemplar)  # Y_B
+        z = self.mapping(y) if self.mapping is not None else None
+
+        out = GeneratorOutput(image=exemplar, z=z, structure_features=feats_a)
+        if self.blocks:
+            h, w = x.shape[-2:]
+            exemplar_small = downsample_to(exemplar, (h, w))
+            if self.config.correspondence == "official":
+                pos = sine_position_code(h, w, self.config.official_pos_channels, x.device, x.dtype)
+            else:
+                pos = self.pos_gain * sine_position_code(h, w, x.shape[1], x.device, x.dtype)
+            for block in self.blocks:  # K and V come from the same Y_B in every block; X is refined
+                x, aux = block(x, y, structure, pos, exemplar_small, return_attention, query_index)
+                out.warped.append(aux.warped)
+                out.uncor_weight.append(aux.uncor_weight)
+                if aux.weights is not None:
+                    out.attention.append(aux.weights)
+                if aux.rows_masked is not None:
+                    out.rows_masked.append(aux.rows_masked)
+                    out.rows_full.append(aux.rows_full)
+        out.image = self.decoder(x, feats_a, z)
+        return out

@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+from matebit.config import MODEL_PRESETS, model_preset
+from matebit.models import InputSizeError, MATEBITGenerator, MultiscaleDiscriminator
+from matebit.models.layers import AdaConv
+
+
+def _inputs(b=2, h=64, w=64, c=3):
+    return torch.rand(b, c, h, w), torch.rand(b, 3, h, w) * 2 - 1
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 64), (96, 80)])
+def test_output_shapes_at_several_sizes(size):
+    g = MATEBITGenerator(model_preset("tiny")).eval()
+    s, e = _inputs(h=size[0], w=size[1])
+    out = g(s, e)
+    assert out.image.shape == (2, 3, *size)
+    assert out.image.abs().max() <= 1
+    assert len(out.warped) == 3 and out.warped[0].shape == (2, 3, size[0] // 8, size[1] // 8)
+    assert out.uncor_weight[0].shape == (2, 1, size[0] // 8, size[1] // 8)
+    assert out.z.shape == (2, 16)
+
+
+def test_sizes_not_multiple_of_stride_are_refused():
+    g = MATEBITGenerator(model_preset("tiny"))
+    s, e = _inputs(h=60, w=64)
+    with pytest.raises(InputSizeError, match="not a positive multiple of 16"):
+        g(s, e)
+    s, e = _inputs()
+    with pytest.raises(InputSizeError, match="same size"):
+        g(s, e[..., :48])
+
+
+def test_uncor_weight_is_bounded():
+    g = MATEBITGenerator(model_preset("tiny")).eval()
+    out = g(*_inputs())
+    for u in out.uncor_weight:
+        assert u.min() >= 0 and u.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
+def test_every_preset_builds_and_runs(name):
+    tiny = dict(MODEL_PRESETS["tiny"])
+    cfg = model_preset(name, **{k: v for k, v in tiny.items() if k not in MODEL_PRESETS[name]})
+    g, d = MATEBITGenerator(cfg), MultiscaleDiscriminator(cfg)
+    s, e = _inputs(b=1, h=32, w=32)
+    out = g(s, e, query_index=torch.tensor([0, 3]))
+    assert out.image.shape == (1, 3, 32, 32)
+    assert len(out.warped) == cfg.n_mat_blocks
+    assert len(out.rows_masked) == cfg.n_mat_blocks
+    logits = d(s, out.image)
+    assert len(logits) == cfg.d_scales and logits[0][-1].shape[1] == 1
+
+
+def test_every_parameter_gets_a_gradient_in_the_paper_model():
+    # The paper preset's structure at tiny widths (a full-width backward is too slow for a unit test).
+    g = MATEBITGenerator(model_preset("tiny"))
+    s, e = _inputs(b=2, h=32, w=32)
+    out = g(s, e)
+    loss = out.image.mean() + sum(w.mean() for w in out.warped) + out.z.pow(2).mean()
+    loss.backward()
+    dead = [n for n, p in g.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+            or p.grad.abs().sum() == 0]
+    assert not dead, f"parameters without gradient: {dead}"
+
+
+def test_same_seed_same_output_and_same_weights_any_size():
+    torch.manual_seed(3)
+    g1 = MATEBITGenerator(model_preset("tiny")).eval()
+    torch.manual_seed(3)
+    g2 = MATEBITGenerator(model_preset("tiny")).eval()
+    s, e = _inputs()
+    torch.testing.assert_close(g1(s, e).image, g2(s, e).image, rtol=0, atol=0)
+    # The same weights at another size (no fixed positional grid).
+    s2, e2 = _inputs(h=96, w=64)
+    assert g1(s2, e2).image.shape == (2, 3, 96, 64)
+
+
+def test_variants_change_the_architecture():
+    base = MATEBITGenerator(model_preset("tiny"))
+    no_skip = MATEBITGenerator(model_preset("tiny", skip_connections=False))
+    assert base.decoder.up2.conv.weight.shape[1] == 2 * no_skip.decoder.up2.conv.weight.shape[1]
+    assert MATEBITGenerator(model_preset("tiny", global_style=False)).mapping is None
+    assert len(MATEBITGenerator(model_preset("tiny", n_mat_blocks=0)).blocks) == 0
+    ffn = MATEBITGenerator(model_preset("tiny", feed_forward="ffn"))
+    assert not any(isinstance(m, AdaConv) for m in ffn.modules())
+    full = MATEBITGenerator(model_preset("tiny", correspondence="full"))
+    assert not hasattr(full.blocks[0], "feed_forward")
+
+
+def test_spectral_norm_policies():
+    def n_sn(cfg):
+        g = MATEBITGenerator(cfg)
+        return sum(1 for m in g.modules() if hasattr(m, "parametrizations"))
+
+    all_sn = n_sn(model_preset("tiny"))
+    official = n_sn(model_preset("tiny", spectral_norm="official"))
+    none = n_sn(model_preset("tiny", spectral_norm="none"))
+    convs = sum(1 for m in MATEBITGenerator(model_preset("tiny")).modules()
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert all_sn == convs and 0 < official < all_sn and none == 0
+
+
+def test_query_rows_agree_with_the_attention_matrix():
+    g = MATEBITGenerator(model_preset("tiny")).eval()
+    s, e = _inputs(b=1)
+    idx = torch.tensor([0, 17, 63])
+    out = g(s, e, return_attention=True, query_index=idx)
+    for att, rows in zip(out.attention, out.rows_masked):
+        torch.testing.assert_close(rows, att[:, idx], atol=1e-5, rtol=1e-4)
+    xy = torch.tensor([[4.0, 4.0], [63.0, 63.0]])
+    assert g.point_to_token(xy, 64, 64).tolist() == [0, 63]

@@ -1,0 +1,42 @@
+import pytest
+
+from matebit.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    apply_overrides,
+    from_dict,
+    from_json,
+    model_preset,
+    to_json,
+)
+
+
+def test_round_trip_json():
+    cfg = ExperimentConfig(model=model_preset("official"))
+    again = from_json(ExperimentConfig, to_json(cfg))
+    assert again == cfg
+
+
+def test_unknown_keys_and_wrong_types_are_errors():
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_dict(ModelConfig, {"n_mat_block": 3})
+    with pytest.raises(ConfigError, match="n_mat_blocks"):
+        from_dict(ModelConfig, {"n_mat_blocks": "3"})
+    with pytest.raises(ConfigError, match="mask"):
+        from_dict(ModelConfig, {"mask": "sigmoid"})
+    with pytest.raises(ConfigError, match="alpha: expected float"):
+        from_dict(ExperimentConfig, {"model": {"alpha": True}})
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        from_json(ModelConfig, "{bad")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        model_preset("papr")
+
+
+def test_overrides():
+    cfg = apply_overrides(ExperimentConfig(), ["model.n_mat_blocks=2", "train.lr_g=0.0002", "loss.negatives=cast"])
+    assert cfg.model.n_mat_blocks == 2 and cfg.train.lr_g == 2e-4 and cfg.loss.negatives == "cast"
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(ExperimentConfig(), ["model.nope=1"])
+    with pytest.raises(ConfigError):
+        apply_overrides(ExperimentConfig(), ["model.n_mat_blocks=two"])
