@@ -1,0 +1,277 @@
+"""The paired-folder dataset: training triplets {x_A, y_B, x_B} from ready-made pairs {x_A, x_B} (Sec. 3.4).
+
+Layout under `root`:
+  images/<stem>.png|.jpg|.jpeg      targets x_B (RGB)
+  structure/<stem>.png | <stem>.npy structure maps x_A; PNG read as 'L' (1 channel) or 'RGB' (3 channels),
+                                    .npy as (H, W, C) or (C, H, W), float in [0, 1], uint8 (/255) or bool
+  pairs.txt   (optional)            `<stem> <exemplar stem> [<exemplar stem> ...]` per line, '#' comments
+  train.txt / val.txt (optional)    stems, one a line; with only one present the other split is the rest;
+                                    with neither, a stem goes to val when hash(stem) < val_fraction
+
+A training item takes, with probability `exemplar_rate`, a random exemplar from the stem's pairs line
+(s = 0), else a geometrically warped copy of x_B itself (s = 1, see warp.py). Validation is deterministic:
+the first listed exemplar, else a warp with a fixed seed per stem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import DataError
+from .warp import WarpConfig, random_warp
+
+__all__ = ["DataConfig", "PairedFolderDataset", "IMAGE_EXTS", "load_image", "load_structure"]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how training triplets are made."""
+
+    root: str = "data"
+    size: int | tuple[int, int] = 256          # output (h, w); an int means square
+    structure_channels: int = 3                # C of x_A; PNG maps need 1 or 3
+    exemplar_rate: float = 0.7                 # P(pairs-file exemplar) when the stem has one (released code: 0.7)
+    flip: bool = True                          # random horizontal flips at train time
+    warp: WarpConfig = field(default_factory=WarpConfig)  # self-exemplar warp strength
+    val_fraction: float = 0.1                  # hashed split when no train.txt / val.txt exist
+    seed: int = 0                              # fixes the validation warps
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, list):        # JSON round trips give lists
+            self.size = tuple(self.size)
+        hw = self.hw
+        if len(hw) != 2 or min(hw) < 8:
+            raise ValueError(f"DataConfig.size must be an int or (h, w) of at least 8, got {self.size!r}")
+        if self.structure_channels < 1:
+            raise ValueError(f"DataConfig.structure_channels must be >= 1, got {self.structure_channels}")
+        if not 0.0 <= self.exemplar_rate <= 1.0:
+            raise ValueError(f"DataConfig.exemplar_rate is a probability, got {self.exemplar_rate}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(int(v) for v in self.size)
+
+
+def _hash_unit(stem: str) -> float:
+    """Stable value in [0, 1) from a stem (independent of seed and of the other files)."""
+    return int.from_bytes(hashlib.sha1(stem.encode()).digest()[:8], "big") / 2.0**64
+
+
+def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in exts:
+            if p.stem in found:
+                raise DataError(f"{p}: stem {p.stem!r} also used by {found[p.stem].name}; keep one file per stem")
+            found[p.stem] = p
+    return found
+
+
+def _read_list(path: Path) -> list[str]:
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line.split()[0])
+    return out
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """RGB file -> (3, H, W) float in [-1, 1]."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def load_structure(path: Path, channels: int, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Structure map file -> (C, H, W) float in [0, 1]; checks channels, finiteness, range and size `hw`."""
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"{path}: unreadable .npy ({e})") from None
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.float32)
+        elif arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        elif not np.issubdtype(arr.dtype, np.floating):
+            raise DataError(f"{path}: dtype {arr.dtype} not supported (use float in [0, 1], uint8 or bool)")
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise DataError(f"{path}: expected (H, W), (H, W, C) or (C, H, W), got shape {arr.shape}")
+        # Decide the layout from the channel count, using the image size to break ties (e.g. 3x3x3).
+        chw_ok, hwc_ok = arr.shape[0] == channels, arr.shape[2] == channels
+        if chw_ok and hwc_ok and hw is not None:
+            chw_ok = tuple(arr.shape[1:]) == tuple(hw)
+        if chw_ok:
+            pass
+        elif hwc_ok:
+            arr = arr.transpose(2, 0, 1)
+        else:
+            raise DataError(f"{path}: shape {arr.shape} has no axis of {channels} channels "
+                            f"(structure_channels={channels})")
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: contains NaN or inf")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{path}: values must lie in [0, 1], got min {lo:.4g} max {hi:.4g}")
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    else:
+        if channels not in (1, 3):
+            raise DataError(f"{path}: a PNG map gives 1 or 3 channels, structure_channels={channels} needs .npy")
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{path}: unreadable image ({e})") from None
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        t = torch.from_numpy(arr.copy()).float().div(255.0)
+    if hw is not None and tuple(t.shape[1:]) != tuple(hw):
+        raise DataError(f"{path}: size {t.shape[2]}x{t.shape[1]} does not match image {hw[1]}x{hw[0]}")
+    return t
+
+
+def _resize(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(t.shape[-2:]) == tuple(hw):
+        return t
+    # Aspect ratio is not preserved, as in the released code (which resizes to a square load size).
+    return F.interpolate(t[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+class PairedFolderDataset(torch.utils.data.Dataset):
+    """Items: structure (C,H,W) [0,1], image x_B (3,H,W) [-1,1], exemplar y_B (3,H,W) [-1,1], self_ref (bool
+    tensor), stem, exemplar_stem."""
+
+    def __init__(self, cfg: DataConfig, split: str = "train"):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.cfg, self.split = cfg, split
+        root = Path(cfg.root)
+        img_dir, st_dir = root / "images", root / "structure"
+        for d in (root, img_dir, st_dir):
+            if not d.is_dir():
+                raise DataError(f"{d}: folder not found")
+        self.images = _scan(img_dir, IMAGE_EXTS)
+        self.structures = _scan(st_dir, (".png", ".npy"))
+        if not self.images:
+            raise DataError(f"{img_dir}: no .png/.jpg images")
+
+        self.stems = self._split_stems(root)
+        for s in self.stems:
+            if s not in self.structures:
+                raise DataError(f"{st_dir / s}.png: no structure map (.png or .npy) for {self.images[s]}")
+        if not self.stems:
+            raise DataError(f"{root}: the {split} split is empty")
+        self.pairs = self._read_pairs(root / "pairs.txt")
+
+    # ------------------------------------------------------------------------------------------------------
+    def _split_stems(self, root: Path) -> list[str]:
+        lists = {}
+        for name in ("train", "val"):
+            p = root / f"{name}.txt"
+            if p.is_file():
+                stems = _read_list(p)
+                for s in stems:
+                    if s not in self.images:
+                        raise DataError(f"{p}: stem {s!r} has no file in {root / 'images'}")
+                lists[name] = stems
+        if self.split in lists:
+            return lists[self.split]
+        other = "val" if self.split == "train" else "train"
+        if other in lists:
+            excluded = set(lists[other])
+            return [s for s in self.images if s not in excluded]
+        want_val = self.split == "val"
+        return [s for s in self.images if (_hash_unit(s) < self.cfg.val_fraction) == want_val]
+
+    def _read_pairs(self, path: Path) -> dict[str, list[str]]:
+        if not path.is_file():
+            return {}
+        pairs: dict[str, list[str]] = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            toks = line.split("#", 1)[0].split()
+            if not toks:
+                continue
+            if len(toks) < 2:
+                raise DataError(f"{path}:{n}: {toks[0]!r} lists no exemplar")
+            for t in toks:
+                if t not in self.images:
+                    raise DataError(f"{path}:{n}: {t!r} has no file in {path.parent / 'images'}")
+            pairs[toks[0]] = toks[1:]
+        return pairs
+
+    # ------------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def load_pair(self, stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(structure (C,H,W) in [0,1], image (3,H,W) in [-1,1]) at the configured size, unaugmented."""
+        img = load_image(self.images[stem])
+        st = load_structure(self.structures[stem], self.cfg.structure_channels, tuple(img.shape[1:]))
+        hw = self.cfg.hw
+        return _resize(st, hw).clamp_(0, 1), _resize(img, hw).clamp_(-1, 1)
+
+    def load_exemplar(self, stem: str) -> torch.Tensor:
+        return _resize(load_image(self.images[stem]), self.cfg.hw).clamp_(-1, 1)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.split == "train":
+            # Seeded from torch's global RNG so DataLoader worker seeding and torch.manual_seed control it.
+            g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        else:
+            g = None
+        return self.get(index, g)
+
+    def get(self, index: int, generator: torch.Generator | None = None) -> dict:
+        """One item; train-split randomness comes only from `generator` (val ignores it: deterministic)."""
+        stem = self.stems[index]
+        structure, image = self.load_pair(stem)
+        cfg = self.cfg
+        refs = self.pairs.get(stem, [])
+        if self.split == "val":
+            if refs:
+                ex_stem, exemplar, self_ref = refs[0], self.load_exemplar(refs[0]), False
+            else:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(stem.encode()))
+                ex_stem, exemplar, self_ref = stem, random_warp(image, g, cfg.warp), True
+        else:
+            g = generator if generator is not None else torch.Generator().manual_seed(index)
+            r = torch.rand(4, generator=g)  # fixed draw order: flip pair, use pairs, which ref, flip ref
+            if cfg.flip and r[0] < 0.5:
+                structure, image = structure.flip(-1), image.flip(-1)
+            if refs and r[1] < cfg.exemplar_rate:
+                ex_stem = refs[min(int(r[2] * len(refs)), len(refs) - 1)]
+                exemplar, self_ref = self.load_exemplar(ex_stem), False
+                if cfg.flip and r[3] < 0.5:
+                    exemplar = exemplar.flip(-1)
+            else:
+                ex_stem, exemplar, self_ref = stem, random_warp(image, g, cfg.warp), True
+        return {"structure": structure, "image": image, "exemplar": exemplar,
+                "self_ref": torch.tensor(self_ref), "stem": stem, "exemplar_stem": ex_stem}
+
+    def verify(self) -> int:
+        """Read every file of the split (and its exemplars) once; raises DataError on the first bad one."""
+        seen = set()
+        for stem in self.stems:
+            self.load_pair(stem)
+            for ref in self.pairs.get(stem, []):
+                if ref not in seen:
+                    load_image(self.images[ref])
+                    seen.add(ref)
+        return len(self.stems)
