@@ -610,7 +610,8 @@ def render(geometry: FaceGeometry, style: FaceStyle, size: int = 128, snap_keypo
     img = cv2.resize(np.clip(img, 0, 1), (size, size), interpolation=cv2.INTER_AREA)
     image = (img * 255.0).round().astype(np.uint8)
 
-    kps = {k: tuple(float(v) for v in _to_pixels(g, size, np.array([xy]))[0]) for k, xy in kp_local.items()}
+    pix = _to_pixels(g, size, np.array(list(kp_local.values()), np.float64))
+    kps = {k: (float(x), float(y)) for k, (x, y) in zip(kp_local, pix)}
     if snap_keypoints:
         kps = {k: _snap(labels, k, xy) for k, xy in kps.items()}
     return Sample(image=image, structure=structure, labels=labels, keypoints=kps, geometry=g, style=st)
