@@ -91,3 +91,17 @@ def test_policy_enqueue():
         assert q.negatives()[:, 0].tolist() == [2.0, 2.0]
     with pytest.raises(ValueError, match="unknown policy"):
         q.policy_enqueue("moco", 0, 1, gen, ex)
+
+
+def test_queue_enqueue_under_torch_distributed_single_rank(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        q = StyleQueue(dim=2, size=4)
+        q.enqueue(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))  # goes through the all_gather path
+        assert q.negatives().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    finally:
+        dist.destroy_process_group()
