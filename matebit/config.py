@@ -75,10 +75,11 @@ class ModelConfig:
 class LossConfig:
     """Loss weights (Eq. 14) and loss options. `paper` and `official` presets are in `LOSS_PRESETS`."""
 
-    recipe: Literal["paper", "official"] = "paper"
+    recipe: Literal["paper", "official", "demo"] = "paper"
+    # The paper gives no lambda values (Eq. 14); these put every term near 1 at initialisation.
     style: float = 1.0  # lambda_1, contrastive style (Eq. 7)
     align: float = 10.0  # lambda_2 (Eq. 8)
-    corr: float = 1000.0  # lambda_3 (Eq. 9)
+    corr: float = 10.0  # lambda_3 (Eq. 9)
     structure: float = 1.0  # lambda_4 (Eq. 12)
     perceptual: float = 1.0  # lambda_5 (Eq. 10)
     contextual: float = 1.0  # lambda_5 (Eq. 11)
@@ -87,9 +88,17 @@ class LossConfig:
     gan_feature_matching: float = 0.0
     vgg_feature_matching: float = 0.0
     gram_style: float = 0.0
+    # Not in the paper or the released code: L1 to the target in pixels. Only the CPU demo uses it, because
+    # it cannot load VGG19 offline and must learn in minutes.
+    pixel: float = 0.0
+    perceptual_kind: Literal["l1", "mse"] = "l1"  # Eq. 10 says L1; the released code uses MSE
     contextual_form: Literal["paper", "official"] = "paper"
     perceptual_network: Literal["vgg19", "hed-vgg16"] = "vgg19"
     vgg19_path: str = ""
+    lpips_backbone_path: str = ""
+    # Eq. 13 names y_B as "real", but D is conditioned on x_A and y_B is not aligned with it, so D would
+    # learn misalignment as realness; the released code (and we, by default) use the target x_B.
+    d_real: Literal["target", "exemplar"] = "target"
     tau: float = 0.07
     queue_size: int = 1024
     negatives: Literal["paper", "exemplars", "cast"] = "paper"
@@ -119,6 +128,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    exemplar_rate: float = 0.0  # share of pairs-file exemplars; the paper uses warped self-exemplars only
+    flip: bool = True
     nan_policy: Literal["stop", "skip"] = "stop"
     compile: bool = False
 
@@ -274,3 +285,33 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in MODEL_PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
     return from_dict(ModelConfig, {**MODEL_PRESETS[name], **overrides})
+
+
+LOSS_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # The released code's README recipe (CelebA-HQ): its extra terms and weights, its contextual form, its
+    # contrastive variant (exemplar codes as negatives, raw dot products).
+    "official": dict(recipe="official", style=100.0, align=10.0, corr=1000.0, structure=0.0,
+                     perceptual=0.001, perceptual_kind="mse", contextual=10.0, contextual_form="official",
+                     adversarial=10.0, gan_feature_matching=10.0, vgg_feature_matching=10.0, gram_style=1.0,
+                     negatives="exemplars", normalize_style_codes=False),
+    # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
+    # pixel L1 stands in for them (stated wherever the demo reports results).
+    "demo": dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
+                 early_steps=200, queue_size=256),
+}
+
+
+def experiment_preset(name: str) -> ExperimentConfig:
+    """A whole run: the model preset of that name, its loss recipe and training defaults."""
+    model = model_preset(name)
+    if name == "official":
+        loss, train = LOSS_PRESETS["official"], dict(exemplar_rate=0.7)
+    elif name.startswith("demo") or name == "tiny":
+        loss, train = LOSS_PRESETS["demo"], dict(image_size=64 if name == "tiny" else 128, batch_size=8,
+                                                  steps=600, decay_start=400, checkpoint_every=200,
+                                                  log_every=20, image_every=200)
+    else:
+        loss, train = LOSS_PRESETS["paper"], {}
+    return ExperimentConfig(model=model, loss=from_dict(LossConfig, loss), train=from_dict(TrainConfig, train),
+                            preset=name)

@@ -1,0 +1,626 @@
+"""Train MATEBIT: one process, or many with DDP.
+
+    matebit train --preset paper --data DATA --out runs/celeba
+    torchrun --nproc_per_node 4 -m matebit train --preset paper --data DATA --out runs/celeba
+
+Every iteration: one generator step with every loss of the chosen recipe (Sec. 3.4, Eq. 14), then one
+discriminator step (hinge, Eq. 13). Adam with beta = (0, 0.999), TTUR (G 1e-4, D 4e-4) for the whole run,
+then a linear decay to zero (Sec. 4). Checkpoints are safetensors + JSON, written atomically; a resumed run
+continues exactly where the checkpoint left off (same data order, same queue, same optimiser state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+import zlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch import Tensor
+
+from matebit.config import ExperimentConfig, apply_overrides, experiment_preset, from_json, to_dict, to_json
+from matebit.errors import MatebitError
+from matebit.losses import (
+    StyleQueue,
+    align_loss,
+    contextual_loss_multi,
+    corr_loss,
+    d_hinge_loss,
+    feature_matching_loss,
+    g_hinge_loss,
+    gram_style_loss,
+    in_batch_negatives,
+    info_nce,
+    perceptual_loss,
+    structure_loss,
+    vgg_feature_matching_loss,
+)
+from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
+
+
+class TrainingError(MatebitError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _seed_of(*parts: int) -> int:
+    return zlib.crc32(json.dumps(parts).encode()) & 0x7FFFFFFF
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """An endless, resumable stream of dataset indices, split across ranks.
+
+    Global sample number p (counted from the start of training) lies in epoch p // n at position p % n of
+    that epoch's seeded permutation; rank r of W takes, within each global batch of B * W samples, the slice
+    [r * B, (r + 1) * B). That is DistributedSampler's partition, but a pure function of p, so a resumed run
+    starts at p = step * B * W and sees exactly the batches it would have seen. Each item also gets its own
+    random seed derived from p, so augmentations do not depend on worker processes.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0):
+        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start_step
+        self.rank, self.world = world()
+        self._perms: dict[int, Tensor] = {}
+
+    def _index(self, p: int) -> int:
+        epoch = p // self.n
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                _seed_of(self.seed, epoch)))}
+        return int(self._perms[epoch][p % self.n])
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            base = step * self.batch * self.world + self.rank * self.batch
+            for i in range(self.batch):
+                p = base + i
+                yield (self._index(p), _seed_of(self.seed, p, 1))
+            step += 1
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Wraps a dataset with `get(index, generator)` so that each item's randomness comes from the sampler."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        return self.dataset.get(index, torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class LossNetworks:
+    """Frozen pretrained networks the losses need; each is None when its terms are off."""
+
+    perceptual: nn.Module | None = None
+    hed: nn.Module | None = None
+    lpips: nn.Module | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, device: torch.device) -> "LossNetworks":
+        from matebit import pretrained
+
+        w = cfg.loss
+        nets = cls()
+        if w.perceptual or w.contextual or w.vgg_feature_matching or w.gram_style:
+            nets.perceptual = pretrained.load_perceptual(w.perceptual_network, w.vgg19_path or None)
+        if w.structure:
+            nets.hed = pretrained.load_hed()
+            substitute = w.perceptual_network == "hed-vgg16"
+            nets.lpips = pretrained.load_lpips(w.lpips_backbone_path or None, allow_substitute=substitute)
+        for name in ("perceptual", "hed", "lpips"):
+            net = getattr(nets, name)
+            if net is not None:
+                setattr(nets, name, net.to(device).eval())
+        return nets
+
+    def describe(self) -> dict[str, str]:
+        return {k: getattr(getattr(self, k), "name", type(getattr(self, k)).__name__)
+                for k in ("perceptual", "hed", "lpips") if getattr(self, k) is not None}
+
+
+class GeneratorSide(nn.Module):
+    """Everything the generator step computes with G's weights, in one forward, so DDP sees one call.
+
+    Returns the generator output, E_B(x_B) for the alignment loss and z(x̂_B) for the contrastive loss.
+    """
+
+    def __init__(self, generator: MATEBITGenerator, need_align: bool, need_style: bool):
+        super().__init__()
+        self.generator = generator
+        self.need_align, self.need_style = need_align, need_style
+
+    def forward(self, structure: Tensor, exemplar: Tensor, target: Tensor):
+        out = self.generator(structure, exemplar)
+        feats_b = self.generator.encode_exemplar(target)[0] if self.need_align else None
+        z_fake = self.generator.encode_style(out.image) if self.need_style else None
+        return out, feats_b, z_fake
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu",
+                 nets: LossNetworks | None = None):
+        self.cfg, self.device = cfg, torch.device(device)
+        w = cfg.loss
+        self.generator = MATEBITGenerator(cfg.model).to(self.device)
+        self.discriminator = MultiscaleDiscriminator(cfg.model).to(self.device)
+        self.queue = StyleQueue(cfg.model.style_dim, w.queue_size).to(self.device)
+        self.nets = nets if nets is not None else LossNetworks.from_config(cfg, self.device)
+        self.use_style = bool(w.style) and cfg.model.global_style
+        self.g_side = GeneratorSide(self.generator, bool(w.align), self.use_style)
+        self.d_side = self.discriminator
+        if dist.is_initialized():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_side = nn.parallel.DistributedDataParallel(self.g_side, device_ids=ids)
+            self.d_side = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
+        t = cfg.train
+        fused = self.device.type == "cuda"  # one kernel per optimizer step on GPU
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), fused=fused)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2),
+                                      fused=fused)
+        # TTUR holds for the whole run (the released code resets both rates to 2e-4 after the first epoch);
+        # both rates decay linearly to 0 between decay_start and steps.
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, self.lr_factor)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, self.lr_factor)
+        self.step = 0
+        if t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda"):
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        else:
+            self.autocast = nullcontext
+
+    def lr_factor(self, step: int) -> float:
+        t = self.cfg.train
+        if step < t.decay_start or t.steps <= t.decay_start:
+            return 1.0
+        return max(0.0, 1.0 - (step - t.decay_start) / (t.steps - t.decay_start))
+
+    # -- one iteration ----------------------------------------------------------------------------------------
+
+    def _features(self, image: Tensor, layers, grad: bool) -> dict[str, Tensor]:
+        with torch.autocast(self.device.type, enabled=False), (nullcontext() if grad else torch.no_grad()):
+            return self.nets.perceptual(image.float(), layers)  # loss networks in fp32, as released
+
+    def generator_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, object]:
+        w = self.cfg.loss
+        x_a, y_b, x_b = batch["structure"], batch["exemplar"], batch["image"]
+        self_ref = batch["self_ref"].float()
+        with self.autocast():
+            out, feats_b, z_fake = self.g_side(x_a, y_b, x_b)
+        fake = out.image.float()
+        losses: dict[str, Tensor] = {}
+        if w.align:
+            losses["align"] = align_loss(out.structure_features[-1].float(), feats_b[-1].float())
+        if w.corr and out.warped:
+            # Only a self-reference exemplar can be warped into the target; pairs-file exemplars show
+            # another image (the released code restricts this term the same way).
+            losses["corr"] = corr_loss([x.float() for x in out.warped], x_b, sample_weight=self_ref)
+        if w.pixel:
+            losses["pixel"] = (fake - x_b).abs().mean()
+        if self.nets.perceptual is not None:
+            layers = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
+            f_fake = self._features(fake, layers, grad=True)
+            f_real = self._features(x_b, layers, grad=False)
+            if w.perceptual:
+                losses["perceptual"] = perceptual_loss(f_fake, f_real, "relu4_2", kind=w.perceptual_kind)
+            if w.contextual or w.gram_style:
+                f_ex = self._features(y_b, layers, grad=False)
+                if w.contextual:
+                    losses["contextual"] = contextual_loss_multi(f_fake, f_ex, form=w.contextual_form)
+                if w.gram_style:
+                    losses["gram_style"] = gram_style_loss(f_fake, f_ex)
+            if w.vgg_feature_matching:
+                losses["vgg_feature_matching"] = vgg_feature_matching_loss(f_fake, f_real, sample_weight=self_ref)
+        if w.structure:
+            with torch.autocast(self.device.type, enabled=False):
+                losses["structure"] = structure_loss(fake, x_b, self.nets.hed, self.nets.lpips)
+        if w.adversarial or w.gan_feature_matching:
+            self.discriminator.requires_grad_(False)  # D is a fixed critic in the G step
+            with self.autocast():
+                pred_fake = self.discriminator(x_a, out.image)
+                pred_real = self.discriminator(x_a, x_b) if w.gan_feature_matching else None
+            self.discriminator.requires_grad_(True)
+            if w.adversarial:
+                losses["adversarial"] = g_hinge_loss([[f.float() for f in s] for s in pred_fake])
+            if w.gan_feature_matching:
+                losses["gan_feature_matching"] = feature_matching_loss(
+                    [[f.float() for f in s] for s in pred_fake], [[f.detach().float() for f in s] for s in pred_real])
+        if self.use_style:
+            z_pos = out.z.detach().float()  # the exemplar's code is the positive, not trained through
+            negatives = self.queue.negatives()
+            if w.negatives == "cast":
+                # CAST: the other exemplars are the negatives (queued exemplar codes plus this batch's others).
+                batch_negs = in_batch_negatives(z_pos)
+                if len(negatives):
+                    negatives = torch.cat([negatives.unsqueeze(0).expand(len(z_pos), -1, -1), batch_negs], 1)
+                else:
+                    negatives = batch_negs
+            losses["style"] = info_nce(z_fake.float(), z_pos, negatives, w.tau, w.normalize_style_codes)
+        weights = {"align": w.align, "corr": w.corr, "pixel": w.pixel, "perceptual": w.perceptual,
+                   "contextual": w.contextual, "gram_style": w.gram_style,
+                   "vgg_feature_matching": w.vgg_feature_matching, "structure": w.structure,
+                   "adversarial": w.adversarial, "gan_feature_matching": w.gan_feature_matching, "style": w.style}
+        total = sum(weights[k] * v for k, v in losses.items())
+        return losses, total, (out, z_fake)
+
+    def discriminator_loss(self, batch: dict[str, Tensor], fake: Tensor) -> Tensor:
+        x_a = batch["structure"]
+        real = batch["image"] if self.cfg.loss.d_real == "target" else batch["exemplar"]
+        n = x_a.shape[0]
+        # Real and fake in one forward: DDP sees a single call per step.
+        with self.autocast():
+            preds = self.d_side(torch.cat([x_a, x_a]), torch.cat([real, fake.detach()]))
+        real_pred = [[f[:n].float() for f in s] for s in preds]
+        fake_pred = [[f[n:].float() for f in s] for s in preds]
+        return d_hinge_loss(real_pred, fake_pred)
+
+    def _check_finite(self, losses: dict[str, Tensor], total: Tensor) -> bool:
+        if torch.isfinite(total):
+            return True
+        bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v)) or "total"
+        if self.cfg.train.nan_policy == "stop":
+            raise TrainingError(f"step {self.step}: non-finite loss ({bad}); stopping before any weight "
+                                f"is updated (set train.nan_policy=skip to skip such steps)")
+        return False
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v)
+                 for k, v in batch.items()}
+        self.generator.train()
+        self.discriminator.train()
+        log: dict[str, float] = {}
+        # Generator step
+        losses, total, (out, z_fake) = self.generator_losses(batch)
+        g_ok = self._check_finite(losses, total)
+        self.opt_g.zero_grad(set_to_none=True)
+        if g_ok:
+            total.backward()
+            if self._grads_finite(self.generator):
+                self.opt_g.step()
+            else:
+                g_ok = self._check_finite({"gradient": torch.tensor(float("nan"))}, torch.tensor(float("nan")))
+        if self.use_style:
+            self.queue.policy_enqueue(self.cfg.loss.negatives, self.step, self.cfg.loss.early_steps,
+                                      z_generated=z_fake.detach().float(), z_exemplar=out.z.detach().float())
+        # Discriminator step
+        d_loss = None
+        if self.cfg.loss.adversarial or self.cfg.loss.gan_feature_matching:
+            d_loss = self.discriminator_loss(batch, out.image)
+            self.opt_d.zero_grad(set_to_none=True)
+            if self._check_finite({"discriminator": d_loss}, d_loss):
+                d_loss.backward()
+                if self._grads_finite(self.discriminator):
+                    self.opt_d.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        self.step += 1
+        log.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
+        log["loss/g_total"] = float(total.detach())
+        if d_loss is not None:
+            log["loss/d_hinge"] = float(d_loss.detach())
+        log["lr/g"] = self.opt_g.param_groups[0]["lr"]
+        log["skipped"] = float(not g_ok)
+        self.last_output = out
+        return log
+
+    def _grads_finite(self, net: nn.Module) -> bool:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict]:
+        """Everything needed to continue exactly: weights, optimiser moments, queue, RNG, step."""
+        tensors: dict[str, Tensor] = {}
+        for prefix, module in (("G", self.generator), ("D", self.discriminator), ("queue", self.queue)):
+            for k, v in module.state_dict().items():
+                tensors[f"{prefix}.{k}"] = v.detach().contiguous().cpu()
+        meta = {"step": self.step, "config": to_dict(self.cfg), "optimizers": {}}
+        for name, opt, sched in (("opt_g", self.opt_g, self.sched_g), ("opt_d", self.opt_d, self.sched_d)):
+            sd = opt.state_dict()
+            for pid, st in sd["state"].items():
+                for k, v in st.items():
+                    tensors[f"{name}.{pid}.{k}"] = torch.as_tensor(v).detach().contiguous().cpu()
+            meta["optimizers"][name] = {"param_groups": sd["param_groups"], "scheduler": sched.state_dict()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        return tensors, meta
+
+    def load_state_tensors(self, tensors: dict[str, Tensor], meta: dict, source: str = "checkpoint") -> None:
+        for prefix, module in (("G", self.generator), ("D", self.discriminator), ("queue", self.queue)):
+            part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            try:
+                module.load_state_dict(part, strict=True)
+            except RuntimeError as exc:
+                raise TrainingError(f"{source}: {prefix} weights do not fit this config "
+                                    f"({str(exc).splitlines()[0]})") from None
+        for name, opt, sched in (("opt_g", self.opt_g, self.sched_g), ("opt_d", self.opt_d, self.sched_d)):
+            info = meta["optimizers"][name]
+            state: dict[int, dict[str, Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(name + "."):
+                    _, pid, key = k.split(".", 2)
+                    state.setdefault(int(pid), {})[key] = v
+            opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+            sched.load_state_dict(info["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.step = int(meta["step"])
+
+
+def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu",
+                   nets: LossNetworks | None = None) -> Trainer:
+    """The trainer on its own (benchmarks and tests drive `train_step` with their own batches)."""
+    return Trainer(cfg, device, nets)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def save_checkpoint(trainer: Trainer, out: Path) -> Path:
+    from matebit.checkpoint import save_pretrained, save_tensors
+
+    tensors, meta = trainer.state_tensors()
+    folder = checkpoint_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{trainer.step:08d}.safetensors"
+    save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
+    save_pretrained(out / "model", trainer.generator, trainer.cfg,
+                    card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    keep = trainer.cfg.train.keep_checkpoints
+    for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted(checkpoint_dir(out).glob("step-*.safetensors"))
+    return found[-1] if found else None
+
+
+def resume(trainer: Trainer, out: Path) -> bool:
+    from matebit.checkpoint import load_tensors
+
+    path = latest_checkpoint(out)
+    if path is None:
+        return False
+    tensors, meta = load_tensors(path)
+    saved = from_json(ExperimentConfig, json.dumps(meta["config"]), where=str(path))
+    if to_dict(saved.model) != to_dict(trainer.cfg.model):
+        raise TrainingError(f"{path}: the checkpoint's model config differs from this run's; "
+                            f"use the same preset and --set values, or another --out")
+    trainer.load_state_tensors(tensors, meta, str(path))
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLog:
+    """JSONL + TensorBoard scalars + image grids, on rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.out = out
+        self.tb = None
+        if enabled:
+            (out / "images").mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:  # tensorboard is a dependency, but logging must never stop training
+                self.tb = None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def images(self, step: int, batch: dict[str, Tensor], out) -> None:
+        if not self.enabled:
+            return
+        grid = image_grid(batch, out)
+        import torchvision
+
+        torchvision.utils.save_image(grid, self.out / "images" / f"step-{step:08d}.png")
+        if self.tb:
+            self.tb.add_image("samples", grid, step)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def image_grid(batch: dict[str, Tensor], out, max_items: int = 4) -> Tensor:
+    """Rows: structure, exemplar, warped exemplar, X_uncor weight, output, target (all in [0, 1])."""
+    import torch.nn.functional as F
+
+    n = min(max_items, batch["image"].shape[0])
+    size = batch["image"].shape[-2:]
+
+    def rgb(x):
+        x = x[:n].detach().float().cpu()
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+
+    def up(x):
+        return F.interpolate(x, size=size, mode="nearest")
+
+    rows = [rgb(batch["structure"]), rgb(batch["exemplar"] * 0.5 + 0.5)]
+    if out.warped:
+        rows += [up(rgb(out.warped[-1] * 0.5 + 0.5)), up(rgb(out.uncor_weight[-1]))]
+    rows += [rgb(out.image * 0.5 + 0.5), rgb(batch["image"] * 0.5 + 0.5)]
+    import torchvision
+
+    return torchvision.utils.make_grid(torch.cat(rows).clamp(0, 1), nrow=n, padding=2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def make_loader(cfg: ExperimentConfig, data_root: str, start_step: int, num_workers: int | None = None):
+    from matebit.data import DataConfig, PairedFolderDataset
+
+    t = cfg.train
+    data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
+                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed)
+    dataset = PairedFolderDataset(data_cfg, "train")
+    sampler = StreamSampler(len(dataset), t.batch_size, t.seed, start_step)
+    workers = t.num_workers if num_workers is None else num_workers
+    loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size=t.batch_size, sampler=sampler,
+                                         num_workers=workers, pin_memory=torch.cuda.is_available(),
+                                         persistent_workers=workers > 0, drop_last=True)
+    return loader
+
+
+def setup_distributed() -> torch.device:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = False,
+          device: torch.device | None = None, max_steps: int | None = None, progress: bool = True,
+          num_workers: int | None = None) -> Trainer:
+    """Run (or continue) training until cfg.train.steps, or `max_steps` more steps for tests."""
+    device = device or setup_distributed()
+    rank, world_size = world()
+    torch.manual_seed(cfg.train.seed + rank)
+    random.seed(cfg.train.seed + rank)
+    out = Path(out)
+    log = RunLog(out, is_main())
+    trainer = Trainer(cfg, device)
+    if resume_run and resume(trainer, out):
+        if is_main():
+            print(f"resumed from step {trainer.step}")
+    elif latest_checkpoint(out) is not None:
+        raise TrainingError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, "
+                            f"or choose another --out")
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(to_json(cfg))
+        described = trainer.nets.describe()
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"event": "start", "step": trainer.step, "world_size": world_size,
+                                "device": str(device), "loss_networks": described}) + "\n")
+        if any("substitute" in v for v in described.values()):
+            print("note: using substitute loss networks: " + ", ".join(f"{k}={v}" for k, v in described.items()))
+    end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)
+    loader = make_loader(cfg, data_root, trainer.step, num_workers)
+    bar = None
+    if progress and is_main():
+        from tqdm import tqdm
+        bar = tqdm(total=end, initial=trainer.step, desc="train", dynamic_ncols=True)
+    t_last, n_last = time.perf_counter(), trainer.step
+    batches = iter(loader)
+    while trainer.step < end:
+        batch = next(batches)
+        values = trainer.train_step(batch)
+        step = trainer.step
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.train.log_every == 0 or step == end:
+            now = time.perf_counter()
+            values["images_per_s"] = (step - n_last) * cfg.train.batch_size * world_size / max(now - t_last, 1e-9)
+            t_last, n_last = now, step
+            log.scalars(step, values)
+            if bar is not None:
+                shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
+                shown["img/s"] = f"{values['images_per_s']:.1f}"
+                bar.set_postfix(shown, refresh=False)
+        if step % cfg.train.image_every == 0 or step == end:
+            log.images(step, batch, trainer.last_output)
+        if step % cfg.train.checkpoint_every == 0 or step == end:
+            if is_main():
+                save_checkpoint(trainer, out)
+            if dist.is_initialized():
+                dist.barrier()
+    if bar is not None:
+        bar.close()
+    log.close()
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="paper", help="model and loss preset (see `matebit info`)")
+    p.add_argument("--data", required=True, help="data folder: images/, structure/, optional pairs.txt")
+    p.add_argument("--out", required=True, help="run folder for checkpoints, logs and the final model")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.batch_size=8 --set model.n_mat_blocks=2")
+    p.add_argument("--config", help="a config.json to start from instead of a preset")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--perceptual", choices=["vgg19", "hed-vgg16"],
+                   help="perceptual network; hed-vgg16 is a named offline substitute for VGG19")
+    p.add_argument("--vgg19-path", help="path to torchvision's vgg19-dcbb9e9d.pth if it is not in the hub cache")
+    p.add_argument("--workers", type=int, help="data loader worker processes")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.config:
+        path = Path(args.config)
+        cfg = from_json(ExperimentConfig, path.read_text(), where=str(path))
+    else:
+        cfg = experiment_preset(args.preset)
+    overrides = list(args.overrides)
+    if args.perceptual:
+        overrides.append(f"loss.perceptual_network={args.perceptual}")
+    if args.vgg19_path:
+        overrides.append(f"loss.vgg19_path={args.vgg19_path}")
+    cfg = apply_overrides(cfg, overrides)
+    try:
+        train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if is_main():
+        print(f"done: model in {Path(args.out) / 'model'}, logs in {args.out}")
+    return 0
