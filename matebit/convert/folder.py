@@ -1,0 +1,108 @@
+"""Converter registry and the folder driver (progress bar, atomic PNGs, per-file errors)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+from ._common import IMAGE_EXTENSIONS, ConvertError, save_png_atomic
+from .canny import canny
+from .hed import hed
+from .landmarks import landmarks
+from .pose import output_stem as _pose_stem
+from .pose import pose
+
+CONVERTERS: dict[str, Callable] = {
+    "canny": canny,
+    "hed": hed,
+    "landmarks": landmarks,
+    "pose": pose,
+}
+
+# What each converter reads from a folder; anything else there is ignored.
+_INPUT_EXTENSIONS = {"pose": (".json",)}
+_STEM = {"pose": _pose_stem}
+
+
+@dataclass
+class FolderReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # existing outputs kept (overwrite=False)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, one-line reason)
+
+
+def list_inputs(name: str, src_dir: Union[str, os.PathLike], recursive: bool = False) -> list[Path]:
+    if name not in CONVERTERS:
+        raise ValueError(f"unknown converter {name!r}; choose from {', '.join(sorted(CONVERTERS))}")
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise ConvertError(f"{src}: not a folder")
+    exts = _INPUT_EXTENSIONS.get(name, IMAGE_EXTENSIONS)
+    it = src.rglob("*") if recursive else src.iterdir()
+    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    return files
+
+
+def output_path(name: str, src_file: Path, src_dir: Path, dst_dir: Path) -> Path:
+    stem = _STEM.get(name, lambda p: Path(p).stem)(src_file)
+    return Path(dst_dir) / src_file.parent.relative_to(src_dir) / f"{stem}.png"
+
+
+def convert_folder(
+    name: str,
+    src_dir: Union[str, os.PathLike],
+    dst_dir: Union[str, os.PathLike],
+    *,
+    recursive: bool = False,
+    overwrite: bool = True,
+    skip_errors: bool = False,
+    progress: bool = True,
+    **opts,
+) -> FolderReport:
+    """Convert every input in src_dir with CONVERTERS[name] into dst_dir/<stem>.png.
+
+    Sub-folders are mirrored when recursive. overwrite=False keeps existing outputs (resume).
+    skip_errors: record failures in the report and go on; otherwise the first bad file raises
+    ConvertError naming it. Extra keyword options go to the converter (pose needs size=(W, H)).
+    """
+    from tqdm.auto import tqdm
+
+    fn = CONVERTERS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown converter {name!r}; choose from {', '.join(sorted(CONVERTERS))}")
+    src, dst = Path(src_dir), Path(dst_dir)
+    files = list_inputs(name, src, recursive)
+    if not files:
+        exts = " ".join(_INPUT_EXTENSIONS.get(name, IMAGE_EXTENSIONS))
+        raise ConvertError(f"{src}: no input files ({exts})")
+    targets = [output_path(name, f, src, dst) for f in files]
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets):
+        if t in seen:
+            raise ConvertError(f"{f}: same output name as {seen[t]} ({t.name}); rename one of them")
+        seen[t] = f
+    if dst.resolve() == src.resolve() and name != "pose":
+        raise ConvertError(f"{dst}: output folder must differ from the input folder")
+
+    report = FolderReport()
+    for f, t in tqdm(list(zip(files, targets)), desc=f"prepare {name}", unit="img", disable=not progress):
+        if not overwrite and t.exists():
+            report.skipped.append(t)
+            continue
+        try:
+            out = fn(f, **opts)
+        except ConvertError as exc:
+            if not skip_errors:
+                raise
+            report.failed.append((f, str(exc)))
+            continue
+        except (ValueError, OSError) as exc:
+            msg = f"{f}: {exc}"
+            if not skip_errors:
+                raise ConvertError(msg) from exc
+            report.failed.append((f, msg))
+            continue
+        report.written.append(save_png_atomic(out, t))
+    return report
