@@ -1,16 +1,161 @@
-"""Fused masked correspondence (FlexAttention): softmax(alpha * ReLU(cos)) V without the N x M matrix.
+"""Fused masked correspondence: softmax(alpha * ReLU(cos)) V with FlexAttention, never forming the N x M matrix.
 
-Placeholder dispatch only until the fused kernel lands: `applies` is False everywhere, so the matrix form runs.
+Two FlexAttention calls, both returning the log-sum-exp (LSE) of their scores:
+
+  1. score_mod alpha * relu(s)            -> out = the reference's output, LSE_all
+  2. score_mod alpha * s where s > 0,     -> LSE_reliable (its output is discarded; V is a tiny dummy)
+               -BIG elsewhere
+
+and reliability r = exp(LSE_reliable - LSE_all), the softmax mass on keys with positive cosine: the same number
+the reference gets by summing the weights of those keys.
+
+Why -BIG and not -inf: a query with no positive key would have every score -inf, and the kernel's backward then
+evaluates exp(-inf - (-inf)) = NaN, which a zero upstream gradient does not cancel (NaN * 0 = NaN). With a finite
+-BIG that row's LSE is about -BIG, r = exp(-BIG - LSE_all) underflows to exactly 0 (as in the reference), and every
+gradient stays finite. For rows that have a positive key, exp(-BIG - LSE) is exactly 0 in float32, so the masked
+keys contribute nothing.
+
+`_lse_form` is the same computation in plain torch (torch.logsumexp). It is what the CPU tests differentiate to
+check that the identity holds for gradients too, since FlexAttention has no backward on CPU.
+
+Where it runs: CUDA only (`applies`). On CPU FlexAttention has no backward and its forward is slower than the
+matrix form (see design/fused-correspondence.md), so the dispatcher keeps the chunked matrix form there.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
+import torch
 from torch import Tensor
+
+from matebit.models.correspondence import Correspondence
+
+# A score that no positive cosine can reach after the exp: exp(-1e4) is 0 in float32 and bfloat16.
+_BIG = 1.0e4
+
+# `auto` picks the fused kernel only from this many query tokens up. Below it the N x M matrix is small (N=1024 at
+# 256x256: 4 MiB per image in fp32) and the matrix form is at least as fast (peers-and-lessons 3c: 1.4 ms naive vs
+# 1.6 ms flex at N=1024, with one call instead of our two). 4096 tokens is a 512x512 input. Needs GPU tuning.
+MIN_TOKENS = int(os.environ.get("MATEBIT_FUSED_MIN_TOKENS", "4096"))
+
+
+@functools.lru_cache(maxsize=1)
+def _flex_api():
+    """(flex_attention, AuxRequest or None), or None when this torch has no FlexAttention."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return None
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest
+    except ImportError:  # torch < 2.9: only the older return_lse=True
+        AuxRequest = None
+    return flex_attention, AuxRequest
+
+
+def available() -> bool:
+    return _flex_api() is not None
 
 
 def applies(q: Tensor) -> bool:
-    return False
+    """True where `auto` should use the fused kernel: a CUDA tensor, FlexAttention present, and enough tokens."""
+    return q.is_cuda and available() and q.shape[-2] >= MIN_TOKENS
 
 
-def masked_correspondence_fused(q, k, v, alpha, mask):
-    raise NotImplementedError("the fused correspondence is not available yet; use attention_impl='reference'")
+@functools.lru_cache(maxsize=1)
+def _compiled_flex():
+    # Compiled once per process; dynamic=False because the token grid of a model rarely changes during a run,
+    # and static shapes give the kernel its best block choice. A new shape recompiles (cached by dynamo).
+    flex_attention, _ = _flex_api()
+    return torch.compile(flex_attention, dynamic=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _score_mods(alpha: float):
+    """The two score modifiers for one alpha, cached so dynamo sees the same function objects every call
+    (a fresh closure per call would be a new guard and a recompile)."""
+
+    def all_keys(score, b, h, q_idx, kv_idx):
+        return alpha * torch.relu(score)  # Eq. 2, then the alpha of Eq. 3
+
+    def reliable_keys(score, b, h, q_idx, kv_idx):
+        return torch.where(score > 0, alpha * score, torch.full_like(score, -_BIG))
+
+    def unmasked(score, b, h, q_idx, kv_idx):
+        return alpha * score  # the "w/o ReLU" ablation
+
+    return all_keys, reliable_keys, unmasked
+
+
+def kernel_options(q_dim: int, v_dim: int, device: torch.device) -> dict | None:
+    """Smaller tiles for wide heads on CUDA.
+
+    MATEBIT's heads are wide (C = 512 for q and k, C + 3 = 515 for v, which the kernel rounds up to 1024), far
+    above the <= 256 the default tiles are sized for, and the defaults run out of shared memory there.
+    Unverified on a GPU in this repo: the first GPU run should confirm or retune these.
+    """
+    if device.type != "cuda" or max(q_dim, v_dim) <= 256:
+        return None
+    return {"fwd_BLOCK_M": 32, "fwd_BLOCK_N": 32, "fwd_num_stages": 1,
+            "bwd_BLOCK_M1": 16, "bwd_BLOCK_N1": 16, "bwd_BLOCK_M2": 16, "bwd_BLOCK_N2": 16, "bwd_num_stages": 1}
+
+
+def _flex_call(q: Tensor, k: Tensor, v: Tensor, score_mod, compiled: bool = True,
+               lse: bool = True) -> tuple[Tensor, Tensor | None]:
+    """One FlexAttention call on (B, 1, N, D) tensors; returns (out, lse or None) under either API generation."""
+    flex_attention, aux_request = _flex_api()
+    fn = _compiled_flex() if compiled else flex_attention
+    kwargs = dict(score_mod=score_mod, scale=1.0, kernel_options=kernel_options(q.shape[-1], v.shape[-1], q.device))
+    if not lse:
+        return fn(q, k, v, **kwargs), None
+    if aux_request is not None:
+        out, aux = fn(q, k, v, **kwargs, return_aux=aux_request(lse=True))
+        return out, aux.lse
+    return fn(q, k, v, **kwargs, return_lse=True)
+
+
+def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
+                                compiled: bool = True) -> Correspondence:
+    """Same contract as `masked_correspondence_reference` (without the weights): q (B, N, C), k (B, M, C),
+    v (B, M, Cv) with Cv free to differ from C (V carries the features plus the 3 exemplar channels).
+
+    compiled=False runs FlexAttention's eager path, which materialises the scores: only for tests on CPU, where the
+    compiled kernel is forward-only and returns no LSE (torch 2.14).
+    """
+    if not available():
+        raise RuntimeError("FlexAttention is not available in this torch; use attention_impl='reference'")
+    if mask not in ("relu", "none"):
+        raise ValueError(f"unknown mask kind {mask!r}")
+    all_keys, reliable_keys, unmasked = _score_mods(float(alpha))
+    dtype = q.dtype
+    # FlexAttention wants (B, H, N, D) with one dtype; one head, since the cosine spans all channels.
+    q4, k4, v4 = q.unsqueeze(1), k.to(dtype).unsqueeze(1), v.to(dtype).unsqueeze(1)
+    if mask == "none":
+        out, _ = _flex_call(q4, k4, v4, unmasked, compiled, lse=False)
+        return Correspondence(out.squeeze(1), torch.ones(q.shape[:-1], dtype=dtype, device=q.device))
+    out, lse_all = _flex_call(q4, k4, v4, all_keys, compiled)
+    # Only the LSE of the second call is used; a 16-wide zero V keeps its output cheap (16: smallest tile width).
+    dummy = q4.new_zeros(*k4.shape[:-1], 16)
+    _, lse_rel = _flex_call(q4, k4, dummy, reliable_keys, compiled)
+    reliability = torch.exp(lse_rel.float() - lse_all.float())
+    return Correspondence(out.squeeze(1), reliability.squeeze(1).to(dtype))
+
+
+def _lse_form(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu") -> Correspondence:
+    """The fused path's arithmetic with the matrix written out: differentiable on CPU, used as the test oracle
+    for the LSE identity (forward and backward), and for nothing else."""
+    cos = q @ k.transpose(-1, -2)
+    cos = cos.to(torch.promote_types(cos.dtype, torch.float32))  # float64 stays float64 for exact checks
+    if mask == "none":
+        scores = alpha * cos
+        out = torch.softmax(scores, -1).to(v.dtype) @ v
+        return Correspondence(out, torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device))
+    scores = alpha * torch.relu(cos)
+    lse_all = torch.logsumexp(scores, -1)
+    lse_rel = torch.logsumexp(torch.where(cos > 0, alpha * cos, torch.full_like(cos, -_BIG)), -1)
+    out = torch.exp(scores - lse_all.unsqueeze(-1)).to(v.dtype) @ v
+    reliability = torch.exp(lse_rel - lse_all)
+    return Correspondence(out, reliability.to(q.dtype))
+
