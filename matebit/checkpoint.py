@@ -1,0 +1,401 @@
+"""Model files: safetensors weights + JSON config, written atomically and loaded strictly.
+
+A saved model is a folder::
+
+    model.safetensors   the generator's state_dict (parameters and buffers), nothing pickled
+    config.json         the ExperimentConfig or ModelConfig, with a "_class" key saying which
+    README.md           a model card: preset, parameter count, training notes, licence slot
+
+Nothing in this module unpickles: there is no torch.load here, and a pickle or zip file offered as
+weights is refused by its first bytes before any reader sees it. Loading is strict: a missing key,
+an unexpected key or a wrong shape is a `CheckpointError` naming the file and what differs.
+
+Training checkpoints (optimizer state, step counters) use `save_tensors` / `load_tensors`:
+safetensors with a JSON-valued `__metadata__` header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, to_dict
+from matebit.errors import InputError
+
+PathLike = Union[str, os.PathLike]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+_CONFIG_CLASSES = {"ExperimentConfig": ExperimentConfig, "ModelConfig": ModelConfig}
+
+# mkstemp/mkdtemp create private (0600/0700) entries; final files should get the usual umask'd modes.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class CheckpointError(InputError):
+    """A model folder or tensor file cannot be used; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened, so best effort.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _not_writable(path: Path, exc: OSError) -> OSError:
+    """Re-word an OSError from creating a temp file so it names the target, not the temp name."""
+    parent = path.parent
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(f"{path}: cannot write, folder {parent} does not exist")
+    if isinstance(exc, NotADirectoryError):
+        return NotADirectoryError(f"{path}: cannot write, {parent} is not a folder")
+    if isinstance(exc, PermissionError):
+        return PermissionError(f"{path}: cannot write, folder {parent} is not writable")
+    return OSError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
+    """Call `write_fn(tmp_path)` to write a temp file beside `path`, fsync it, then rename it over `path`.
+
+    Readers see either the old file or the complete new one. On any failure the temp file is removed
+    and an existing `path` is left untouched. The parent folder must exist.
+    """
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _not_writable(path, exc) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write_fn(tmp)
+        _fsync_file(tmp)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success it replaces `path` as a whole.
+
+    The old folder (if any) is moved aside, the new one renamed into place, and only then is the old one
+    deleted, so a crash leaves either the old or the new folder under `path` (plus a hidden leftover).
+    On failure the temp folder is deleted and `path` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise _not_writable(path, exc) from None
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old)  # replaces the empty placeholder made by mkdtemp
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Safetensors with checks
+
+
+def _sniff(path: Path) -> None:
+    """Refuse pickles/zips and anything that is not a safetensors header, from the first bytes only."""
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path}: a PyTorch pickle file ({path.suffix}); matebit never unpickles "
+                              f"weights, it reads safetensors only (save with matebit.checkpoint.save_pretrained)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, expected a safetensors file") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(f"{path}: is a pickle/zip file (torch.save format), not safetensors; "
+                              f"matebit never unpickles weights")
+    if len(head) < 9:
+        raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if header_len > size - 8 or head[8:9] != b"{":
+        raise CheckpointError(f"{path}: not a safetensors file (bad header)")
+
+
+def _prepare(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached, contiguous CPU tensors; a tensor sharing storage with an earlier one is cloned
+    (safetensors refuses aliases, e.g. tied weights or views saved under two names)."""
+    out, seen = {}, set()
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"tensor {name!r}: expected a torch.Tensor, got {type(t).__name__}")
+        t = t.detach().to("cpu")
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[name] = t.contiguous()
+    return out
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    _sniff(path)
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own error types for truncation and bad headers
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read safetensors file ({msg})") from None
+    return tensors, meta
+
+
+def save_tensors(path: PathLike, tensors: dict[str, Tensor],
+                 metadata: dict[str, Any] | None = None) -> Path:
+    """Write `tensors` to a safetensors file atomically; each metadata value is stored JSON-encoded."""
+    from safetensors.torch import save_file
+
+    meta = {}
+    for key, value in (metadata or {}).items():
+        try:
+            meta[str(key)] = json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metadata {key!r}: not JSON-serialisable ({exc})") from None
+    prepared = _prepare(tensors)
+    return atomic_write(path, lambda tmp: save_file(prepared, str(tmp), metadata=meta))
+
+
+def load_tensors(path: PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a file written by `save_tensors`: (tensors on CPU, metadata with JSON values decoded).
+    Metadata values that are not JSON (files from other tools) are returned as plain strings."""
+    tensors, raw = _read_safetensors(Path(path))
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            meta[key] = value
+    return tensors, meta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pretrained model folders
+
+
+def _preset_of(cfg: ExperimentConfig | ModelConfig) -> str:
+    from matebit.config import MODEL_PRESETS, model_preset
+
+    model = cfg.model if isinstance(cfg, ExperimentConfig) else cfg
+    for name in MODEL_PRESETS:
+        if model_preset(name) == model:
+            return name
+    return f"custom (based on {cfg.preset!r})" if isinstance(cfg, ExperimentConfig) else "custom"
+
+
+def _model_card(cfg: ExperimentConfig | ModelConfig, n_params: int, card: str | None) -> str:
+    from matebit import __version__
+
+    model = cfg.model if isinstance(cfg, ExperimentConfig) else cfg
+    lines = [
+        "# MATEBIT generator",
+        "",
+        "Exemplar-based image translation (Jiang et al., *Masked and Adaptive Transformer for Exemplar Based "
+        "Image Translation*, CVPR 2023), saved by matebit " + __version__ + ".",
+        "",
+        f"- preset: {_preset_of(cfg)}",
+        f"- parameters: {n_params:,}",
+        f"- structure channels: {model.structure_channels}; correspondence: {model.correspondence}; "
+        f"MAT blocks: {model.n_mat_blocks}",
+        f"- files: `{WEIGHTS_NAME}` (safetensors), `{CONFIG_NAME}`",
+        "",
+        "```python",
+        "from matebit.inference import Translator",
+        "translator = Translator.from_pretrained('path/to/this/folder')",
+        "image = translator('structure.png', 'exemplar.jpg')",
+        "```",
+        "",
+        "## Training",
+        "",
+        card.strip() if card else "No training information was recorded.",
+        "",
+        "## Licence and attribution",
+        "",
+        "State the licence of these weights and of the data they were trained on here. Weights inherit the "
+        "terms of their training data (e.g. CelebA-HQ and MetFaces are for non-commercial research).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_pretrained(directory: PathLike, generator: torch.nn.Module, config: ExperimentConfig | ModelConfig,
+                    card: str | None = None) -> Path:
+    """Write `directory/{model.safetensors, config.json, README.md}`, replacing the folder atomically.
+
+    `config` is the run's ExperimentConfig or just the ModelConfig; its model part must be the generator's.
+    `card` is free text (training data, steps, metrics) put under the model card's "Training" heading.
+    """
+    from matebit import __version__
+
+    if not isinstance(config, (ExperimentConfig, ModelConfig)):
+        raise TypeError(f"config: expected ExperimentConfig or ModelConfig, got {type(config).__name__}")
+    model_cfg = config.model if isinstance(config, ExperimentConfig) else config
+    gen_cfg = getattr(generator, "config", None)
+    if gen_cfg is not None and gen_cfg != model_cfg:
+        raise ValueError("save_pretrained: the config's model section differs from the generator's config")
+    state = _prepare(generator.state_dict())
+    n_params = sum(p.numel() for p in generator.parameters())
+    payload = {"_class": type(config).__name__, "_matebit_version": __version__, **to_dict(config)}
+    header = {"format": "pt", "matebit_version": __version__, "config_class": type(config).__name__}
+
+    from safetensors.torch import save_file
+
+    with atomic_directory(directory) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata=header)
+        (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / CARD_NAME).write_text(_model_card(config, n_params, card), encoding="utf-8")
+    return Path(directory)
+
+
+def load_config(directory: PathLike) -> ExperimentConfig | ModelConfig:
+    """Read `directory/config.json` (with or without the "_class" key)."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    cls_name = data.pop("_class", None)
+    data.pop("_matebit_version", None)
+    if cls_name is None:  # a plain to_json() dump: an experiment has a "model" section
+        cls_name = "ExperimentConfig" if isinstance(data.get("model"), dict) else "ModelConfig"
+    if cls_name not in _CONFIG_CLASSES:
+        raise CheckpointError(f"{path}: unknown _class {cls_name!r}; expected one of {', '.join(_CONFIG_CLASSES)}")
+    try:
+        return from_dict(_CONFIG_CLASSES[cls_name], data, where=str(path))
+    except ConfigError as exc:
+        raise CheckpointError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+
+
+def _names(keys: list[str], most: int = 3) -> str:
+    shown = ", ".join(keys[:most])
+    return shown + (", ..." if len(keys) > most else "")
+
+
+def check_state_dict(expected: dict[str, Tensor], found: dict[str, Tensor], where: str) -> None:
+    """Strict comparison of key sets and shapes; raises CheckpointError with the first differences."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key{'s' * (len(missing) > 1)} ({_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key{'s' * (len(unexpected) > 1)} ({_names(unexpected)})")
+    if problems:
+        raise CheckpointError(f"{where}: {'; '.join(problems)}; was it saved from a different model config?")
+    for key in expected:  # state_dict order: report the first mismatch in network order
+        if tuple(found[key].shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"{where}: shape of {key} is {tuple(found[key].shape)}, the config expects "
+                                  f"{tuple(expected[key].shape)}")
+        if found[key].is_floating_point() != expected[key].is_floating_point():
+            raise CheckpointError(f"{where}: dtype of {key} is {found[key].dtype}, expected {expected[key].dtype}")
+
+
+def load_pretrained(directory: PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
+    """Load a folder written by `save_pretrained`: (generator in eval mode on `device`, its ModelConfig)."""
+    from matebit.models.generator import MATEBITGenerator
+
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: no such model folder")
+    if not directory.is_dir():
+        if directory.suffix.lower() in _PICKLE_SUFFIXES:
+            _sniff(directory)  # raises the pickle refusal
+        raise CheckpointError(f"{directory}: expected a model folder (with {CONFIG_NAME} and {WEIGHTS_NAME}), "
+                              f"got a file")
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(f"{weights}: missing; found {_names(pickles)}, pickle file(s) matebit will not "
+                                  f"load (it never unpickles weights)")
+        raise CheckpointError(f"{weights}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    config = load_config(directory)
+    model_cfg = config.model if isinstance(config, ExperimentConfig) else config
+    state, _ = _read_safetensors(weights)
+    generator = MATEBITGenerator(model_cfg)
+    check_state_dict(generator.state_dict(), state, str(weights))
+    generator.load_state_dict(state, strict=True)
+    return generator.to(device).eval(), model_cfg
