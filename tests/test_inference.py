@@ -1,0 +1,246 @@
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage import data
+
+from matebit.checkpoint import save_pretrained
+from matebit.config import model_preset
+from matebit.errors import InputError
+from matebit.inference import ImageInputError, TranslationResult, Translator, load_image
+from matebit.models.generator import MATEBITGenerator
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory):
+    cfg = model_preset("tiny")
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    save_pretrained(folder, MATEBITGenerator(cfg), cfg)
+    return Translator.from_pretrained(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A real pair at an odd size: Canny edges of `camera` (70x50) and the astronaut (64x48) as exemplar."""
+    edges = cv2.Canny(cv2.resize(data.camera(), (70, 50), interpolation=cv2.INTER_AREA), 60, 150)
+    exemplar = cv2.resize(data.astronaut(), (64, 48), interpolation=cv2.INTER_AREA)
+    return edges, exemplar
+
+
+def _arr(im):
+    return np.asarray(im, dtype=np.int16)
+
+
+# -- every input form gives the same translation ---------------------------------------------------------------
+
+
+def test_every_input_form_gives_the_same_image(translator, pair, tmp_path):
+    edges, ex = pair
+    Image.fromarray(edges).save(tmp_path / "s.png")
+    Image.fromarray(ex).save(tmp_path / "e.png")
+    reference = translator(str(tmp_path / "s.png"), tmp_path / "e.png")
+    assert isinstance(reference, Image.Image) and reference.size == (70, 50) and reference.mode == "RGB"
+    forms = [
+        (Image.fromarray(edges), Image.fromarray(ex)),
+        (edges, ex),
+        (edges.astype(np.float32) / 255, ex.astype(np.float64) / 255),
+        (torch.from_numpy(edges).float()[None] / 255, torch.from_numpy(ex).permute(2, 0, 1).float() / 127.5 - 1),
+    ]
+    for s, e in forms:
+        assert np.abs(_arr(translator(s, e)) - _arr(reference)).max() <= 1
+
+
+def test_output_matches_the_generator(translator, pair):
+    edges, ex = pair
+    s = load_image(edges[:48, :64], role="structure")
+    e = load_image(ex, role="exemplar")
+    result = translator(edges[:48, :64], ex, return_aux=True)
+    with torch.no_grad():
+        out = translator.generator(s[None], e[None])
+    expect = ((out.image[0].permute(1, 2, 0) + 1) * 127.5).round().numpy()
+    assert np.abs(_arr(result.image) - expect).max() <= 1
+    uncor = F.interpolate(out.uncor_weight[-1], size=(48, 64), mode="bilinear", align_corners=False)[0, 0]
+    assert np.abs(np.asarray(result.uncor_weight[0]) / 255 - uncor.numpy()).max() <= 1.5 / 255
+
+
+def test_batch_and_broadcast(translator, pair):
+    edges, ex = pair
+    small = edges[:32, :40]
+    images = translator([edges, small, edges], ex, batch_size=2)
+    assert [im.size for im in images] == [(70, 50), (40, 32), (70, 50)]
+    assert np.abs(_arr(images[0]) - _arr(translator(edges, ex))).max() <= 1
+    assert np.abs(_arr(images[1]) - _arr(translator(small, ex))).max() <= 1
+    stacked = torch.from_numpy(np.stack([edges, edges])).float()[:, None] / 255  # (B, 1, H, W) is a batch
+    assert len(translator(stacked, [ex, ex[::-1].copy()])) == 2
+    with pytest.raises(ImageInputError, match="2 structure inputs but 3 exemplars"):
+        translator([edges, edges], [ex, ex, ex])
+
+
+@pytest.mark.parametrize("policy, size", [("pad", None), ("resize", None), ("resize", 32), ("resize", (48, 32))])
+def test_size_policies_keep_the_structure_size(translator, pair, policy, size):
+    edges, ex = pair
+    result = translator(edges, ex, size_policy=policy, size=size, return_aux=True)
+    assert isinstance(result, TranslationResult)
+    assert result.images[0].size == result.warped[0].size == result.uncor_weight[0].size == (70, 50)
+
+
+def test_size_arguments_are_checked(translator, pair):
+    edges, ex = pair
+    with pytest.raises(ValueError, match="size_policy"):
+        translator(edges, ex, size_policy="crop")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        translator(edges, ex, size_policy="resize", size=30)
+    with pytest.raises(ValueError, match="only with size_policy='resize'"):
+        translator(edges, ex, size=32)
+
+
+# -- auxiliaries -----------------------------------------------------------------------------------------------
+
+
+def test_aux_outputs_and_correspondence(translator, pair):
+    edges, ex = pair
+    result = translator([edges, edges[:40, :60]], ex, return_aux=True)
+    assert len(result.images) == len(result.warped) == len(result.uncor_weight) == 2
+    assert result.warped[1].mode == "RGB" and result.warped[1].size == (60, 40)
+    assert result.uncor_weight[0].mode == "L"
+    points = [(0, 0), (35, 25), (69, 49)]
+    for item in (0, 1):
+        for block in (0, -1):
+            masked, full = result.correspondence(points if item == 0 else points[:2], block=block, item=item)
+            assert masked.shape == full.shape == (3 - item, 48, 64)
+            assert masked.dtype == np.float32 and (masked >= 0).all() and (full >= 0).all()
+            np.testing.assert_allclose(masked.sum((1, 2)), 1, atol=1e-4)
+            np.testing.assert_allclose(full.sum((1, 2)), 1, atol=1e-4)
+    with pytest.raises(ValueError, match="outside the 70x50"):
+        result.correspondence([(70, 10)])
+    with pytest.raises(IndexError):
+        result.correspondence([(1, 1)], block=3)
+
+
+def test_correspondence_follows_the_generator_rows(translator, pair):
+    """With no padding or resizing, the heat map is the token row upsampled: its peak is the row's argmax."""
+    edges, ex = pair
+    s, e = edges[:48, :64], ex
+    result = translator(s, e, return_aux=True)
+    masked, _ = result.correspondence([(20, 30)])
+    gen = translator.generator
+    index = gen.point_to_token(torch.tensor([[20.0, 30.0]]), 48, 64)
+    with torch.no_grad():
+        rows = gen(load_image(s, role="structure")[None], load_image(e)[None], query_index=index).rows_masked[-1]
+    peak = int(rows[0, 0].argmax())
+    y, x = np.unravel_index(masked[0].argmax(), masked[0].shape)
+    assert (y // 8) * 8 + (x // 8) == peak  # 6x8 token grid
+
+
+# -- reading inputs --------------------------------------------------------------------------------------------
+
+
+def _bomb_png(path, w=100_000, h=100_000):
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_bad_files_are_named(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.png")
+    blob = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(blob[: len(blob) // 2])
+    Image.new("RGB", (10, 40)).save(tmp_path / "tiny.png")
+    _bomb_png(tmp_path / "bomb.png")
+    cases = {
+        "missing.png": "missing.png: no such file",
+        "empty.png": "empty.png: empty file",
+        "text.png": "text.png: not an image",
+        "t.png": "t.png: cannot decode image, truncated",
+        "tiny.png": "tiny.png: 10x40 is too small",
+        "bomb.png": "bomb.png: .*decompression bomb",
+        ".": "is a folder",
+    }
+    for name, pattern in cases.items():
+        with pytest.raises(ImageInputError, match=pattern):
+            load_image(tmp_path / name)
+    Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
+    with pytest.raises(ImageInputError, match="more than 1,000 pixels"):
+        load_image(tmp_path / "ok.png", max_pixels=1000)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ImageInputError, match="structure: contains NaN"):
+        load_image(np.full((32, 32), np.nan, np.float32), role="structure")
+    with pytest.raises(ImageInputError, match=r"float array must lie in \[0, 1\]"):
+        load_image(np.full((32, 32, 3), 2.0))
+    with pytest.raises(ImageInputError, match=r"exemplar tensor must lie in \[-1, 1\]"):
+        load_image(torch.full((3, 32, 32), 1.5))
+    with pytest.raises(ImageInputError, match=r"structure tensor must lie in \[0, 1\]"):
+        load_image(torch.full((3, 32, 32), -0.5), role="structure")
+    with pytest.raises(ImageInputError, match="int64"):
+        load_image(np.zeros((32, 32), np.int64))
+    with pytest.raises(ImageInputError, match="unsupported input type"):
+        load_image(42)
+
+
+def test_batch_errors_name_the_item_and_come_before_any_model_work(translator, pair, monkeypatch):
+    edges, ex = pair
+    calls = []
+    monkeypatch.setattr(translator, "_forward", lambda *a, **k: calls.append(1))
+    with pytest.raises(ImageInputError, match=r"structure\[1\]: 8x8 is too small"):
+        translator([edges, edges[:8, :8]], ex)
+    assert not calls and isinstance(ImageInputError("x"), InputError)
+
+
+def test_channels():
+    grey = np.zeros((32, 32), np.uint8)
+    assert load_image(grey, role="structure", channels=3).shape == (3, 32, 32)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2)
+    assert load_image(grey_rgb, role="structure", channels=1).shape == (1, 32, 32)
+    colour = grey_rgb.copy()
+    colour[..., 0] = 200
+    with pytest.raises(ImageInputError, match="convert it to greyscale"):
+        load_image(colour, role="structure", channels=1)
+    with pytest.raises(ImageInputError, match="3 channels, but the model takes 5"):
+        load_image(colour, role="structure", channels=5)
+    assert load_image(grey).shape == (3, 32, 32)  # a grey exemplar becomes RGB
+
+
+def test_modes(tmp_path):
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., :3] = 128  # transparent grey
+    # Transparent parts become the map's background (black) for structures, white for exemplars.
+    assert float(load_image(Image.fromarray(rgba, "RGBA"), role="structure").max()) == 0.0
+    assert float(load_image(Image.fromarray(rgba, "RGBA")).min()) == 1.0
+    la = Image.fromarray(rgba[..., :2].copy(), "LA")
+    assert load_image(la, role="structure", channels=1).shape == (1, 32, 32)
+    pal = Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).convert("P")
+    assert float(load_image(pal, role="structure").min()) == 1.0
+    cmyk = Image.new("CMYK", (32, 32), (0, 0, 0, 0))
+    assert float(load_image(cmyk).min()) == 1.0  # no ink = white
+    Image.fromarray(np.full((32, 32), 65535, np.uint16)).save(tmp_path / "deep.png")
+    assert float(load_image(tmp_path / "deep.png", role="structure").min()) == 1.0
+    assert load_image(Image.new("1", (32, 32), 1), role="structure").shape == (3, 32, 32)
+
+
+def test_exif_orientation_and_first_frame(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (48, 32), "white").save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").shape == (3, 48, 32)
+    frames = [Image.new("L", (32, 32), 255), Image.new("L", (32, 32), 0)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert float(load_image(tmp_path / "anim.gif", role="structure").min()) == 1.0
+
+
+def test_devices():
+    with pytest.raises(ValueError, match="dtype"):
+        Translator(MATEBITGenerator(model_preset("tiny", n_mat_blocks=1)), model_preset("tiny", n_mat_blocks=1),
+                   device="cpu", dtype="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            Translator(torch.nn.Identity(), model_preset("tiny"), device="cuda")
