@@ -171,10 +171,11 @@ class Trainer:
                  nets: LossNetworks | None = None):
         self.cfg, self.device = cfg, torch.device(device)
         w = cfg.loss
+        # Pretrained loss networks first: a missing weight file should stop the run before anything else.
+        self.nets = nets if nets is not None else LossNetworks.from_config(cfg, self.device)
         self.generator = MATEBITGenerator(cfg.model).to(self.device)
         self.discriminator = MultiscaleDiscriminator(cfg.model).to(self.device)
         self.queue = StyleQueue(cfg.model.style_dim, w.queue_size).to(self.device)
-        self.nets = nets if nets is not None else LossNetworks.from_config(cfg, self.device)
         self.use_style = bool(w.style) and cfg.model.global_style
         self.g_side = GeneratorSide(self.generator, bool(w.align), self.use_style)
         self.d_side = self.discriminator
@@ -320,7 +321,8 @@ class Trainer:
                 if self._grads_finite(self.discriminator):
                     self.opt_d.step()
         self.sched_g.step()
-        self.sched_d.step()
+        if d_loss is not None:
+            self.sched_d.step()
         self.step += 1
         log.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
         log["loss/g_total"] = float(total.detach())

@@ -1,5 +1,8 @@
 import os
 
+# Threads that spin while waiting make a loaded 2-core machine crawl; let them sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

