@@ -26,7 +26,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:  # for `matebit info`
-    pass
+    parser.add_argument("--preset", help="also build this model preset and print its parameters and GFLOPs")
+    parser.add_argument("--size", type=int, default=256, help="input size for the FLOP count (default 256)")
+
+
+def model_stats(preset: str, size: int) -> tuple[int, float]:
+    """Parameters and forward GFLOPs per image (matmul/conv, 2 FLOPs per multiply-add) of a preset."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from matebit.config import model_preset
+    from matebit.models import MATEBITGenerator
+
+    cfg = model_preset(preset)
+    g = MATEBITGenerator(cfg).eval()
+    s = torch.rand(1, cfg.structure_channels, size, size)
+    e = torch.rand(1, cfg.image_channels, size, size) * 2 - 1
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        g(s, e)
+    return sum(p.numel() for p in g.parameters()), counter.get_total_flops() / 1e9
 
 
 def main(args: argparse.Namespace) -> int:  # `matebit info`
@@ -52,6 +70,9 @@ def main(args: argparse.Namespace) -> int:  # `matebit info`
     print("presets:")
     for name in MODEL_PRESETS:
         print(f"  {name:15s} {PRESET_HELP.get(name, '')}")
+    if args.preset:
+        n, gflops = model_stats(args.preset, args.size)
+        print(f"{args.preset}: {n / 1e6:.2f} M parameters, {gflops:.1f} GFLOPs per {args.size}x{args.size} image")
     return 0
 
 
