@@ -228,8 +228,10 @@ def report_markdown(jsonl_paths: Sequence[str | Path] | str | Path, digits: int 
         label = _DISPLAY.get(base, base) + (f"[{c.split('[', 1)[1]}" if "[" in c else "")
         nets = sorted({r.feature_network or "none" for r in results})
         counts = sorted({r.num_samples for r in results})
+        # Per-run notes (timing's device/batch size/precision, reference sets, JPEG inputs) belong with the number.
+        run_notes = [f"{run}: {', '.join(row[c].notes)}" for run, row in table.items() if c in row and row[c].notes]
         notes.append(f"{label}: feature network {', '.join(nets)}; n = {', '.join(map(str, counts))}; "
-                     f"{results[0].protocol}")
+                     f"{results[0].protocol}" + (f" Notes: {'; '.join(run_notes)}." if run_notes else ""))
         headers.append(f"{label}{arrow} [{len(notes)}]")
     lines = ["| run | " + " | ".join(headers) + " |", "|---" * (len(cols) + 1) + "|"]
     for run, row in table.items():
