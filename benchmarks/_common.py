@@ -117,6 +117,33 @@ class PeakMemory:
         return False
 
 
+def measure(step, device: torch.device, warmup: int, runs: int) -> dict | None:
+    """Time `step` and take its peak memory; None when it runs out of GPU memory.
+
+    Keys: median_s, min_s, peak_mib, memory_kind, runs, warmup, and on CPU cpu_s (process CPU seconds, all
+    threads) and load_average (before, after), since the CPU may be shared."""
+    try:
+        load0 = load_average()
+        with PeakMemory(device) as mem:
+            walls, cpus = time_it_cpu(step, device, warmup, runs)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+    res = dict(median_s=median(walls), min_s=min(walls), peak_mib=mem.value_mib, memory_kind=mem.label, runs=runs,
+               warmup=warmup, times_s=[round(v, 6) for v in walls])
+    if device.type != "cuda":
+        res.update(cpu_s=median(cpus), load_average=[load0, load_average()])
+    return res
+
+
+def notes(device: torch.device) -> dict:
+    """How time and memory were taken, for the JSON header."""
+    if device.type == "cuda":
+        return dict(timing="CUDA events, median", memory="torch.cuda.max_memory_allocated")
+    return dict(timing="time.perf_counter, median (min and process CPU seconds beside it: shared CPU)",
+                memory="growth of this process's peak RSS (resource.getrusage), lower bound")
+
+
 def header(device: torch.device, **extra) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

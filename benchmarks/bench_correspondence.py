@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import PeakMemory, header, load_average, median, print_table, time_it_cpu, write_json  # noqa: E402
+from _common import header, measure, notes, print_table, write_json  # noqa: E402
 
 from matebit.models import fused  # noqa: E402
 from matebit.models.correspondence import (  # noqa: E402
@@ -81,27 +81,18 @@ def main(argv=None) -> int:
                 with torch.no_grad():
                     IMPLS[impl](q, k, v, args.alpha)
 
-        try:
-            load0 = load_average()
-            with PeakMemory(device) as mem:
-                times, cpus = time_it_cpu(step, device, warmup, runs)
-        except torch.OutOfMemoryError:
+        m = measure(step, device, warmup, runs)
+        if m is None:
             rows.append({**row, "note": "out of memory"})
-            torch.cuda.empty_cache()
             continue
-        row.update(ms=median(times) * 1e3, min_ms=min(times) * 1e3, peak_mib=mem.value_mib, memory_kind=mem.label,
-                   runs=runs, warmup=warmup)
-        if not gpu:
-            row.update(cpu_s=median(cpus), load_average=[load0, load_average()])
+        row.update(ms=m.pop("median_s") * 1e3, min_ms=m.pop("min_s") * 1e3, **m)
         rows.append(row)
         print_table([row], ["tokens", "batch", "precision", "impl", "pass_", "ms", "min_ms", "peak_mib"])
         del q, k, v
     print()
     print_table(rows, ["tokens", "batch", "precision", "impl", "pass_", "ms", "min_ms", "peak_mib", "note"])
     record = header(device, channels=args.channels, value_channels=args.channels + 3, alpha=args.alpha,
-                    timing="CUDA events, median" if gpu else "time.perf_counter, median",
-                    memory=("torch.cuda.max_memory_allocated (includes q, k, v)" if gpu else
-                            "growth of this process's peak RSS (resource.getrusage), lower bound"),
+                    **notes(device),
                     results=rows)
     print("wrote", write_json("correspondence", device, record, args.out))
     return 0

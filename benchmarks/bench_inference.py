@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import PeakMemory, header, load_average, median, print_table, time_it_cpu, write_json  # noqa: E402
+from _common import header, measure, notes, print_table, write_json  # noqa: E402
 
 from matebit import speed  # noqa: E402
 from matebit.config import model_preset  # noqa: E402
@@ -101,29 +101,25 @@ def main(argv=None) -> int:
             compile_mode=None if mode == "none" else mode, cast_weights=bool(args.cast_weights))
         for batch in args.batches:
             row = {**base, "batch": batch}
-            try:
-                x, y = inputs(cfg, batch, size, device, bool(args.channels_last))
+            x, y = inputs(cfg, batch, size, device, bool(args.channels_last))
 
-                def step():
-                    with torch.inference_mode(), ctx:
-                        model(x, y)
+            def step():
+                with torch.inference_mode(), ctx:
+                    model(x, y)
 
-                load0 = load_average()
-                with PeakMemory(device) as mem:
-                    times, cpu_times = time_it_cpu(step, device, warmup, runs)
-            except torch.OutOfMemoryError:
+            m = measure(step, device, warmup, runs)
+            if m is None:
                 rows.append({**row, "note": "out of memory"})
-                torch.cuda.empty_cache()
                 continue
-            t = median(times)
-            row.update(ms_per_batch=t * 1e3, ms_per_image=t * 1e3 / batch, images_per_s=batch / t,
-                       peak_mib=mem.value_mib, memory_kind=mem.label, gflops_per_image=flops_cache[size] / 1e9,
-                       achieved_tflops=flops_cache[size] * batch / t / 1e12, runs=runs, warmup=warmup,
-                       min_ms_per_image=min(times) * 1e3 / batch, times_s=[round(v, 6) for v in times])
-            if not gpu:
-                row.update(cpu_s_per_image=median(cpu_times) / batch, load_average=[load0, load_average()])
+            t, flops = m.pop("median_s"), flops_cache[size]
+            row.update(ms_per_batch=t * 1e3, ms_per_image=t * 1e3 / batch,
+                       min_ms_per_image=m.pop("min_s") * 1e3 / batch,
+                       images_per_s=batch / t, gflops_per_image=flops / 1e9, achieved_tflops=flops * batch / t / 1e12,
+                       **m)
+            if "cpu_s" in row:
+                row["cpu_s_per_image"] = row.pop("cpu_s") / batch
             if gpu:
-                row["mfu"] = flops_cache[size] * batch / t / args.peak_flops
+                row["mfu"] = flops * batch / t / args.peak_flops
             rows.append(row)
             print_table([row], COLUMNS + (["mfu"] if gpu else ["cpu_s_per_image", "load_average"]))
         del model
@@ -132,9 +128,7 @@ def main(argv=None) -> int:
     print_table(rows, COLUMNS + (["mfu"] if gpu else ["cpu_s_per_image"]) + ["note"])
     record = header(device, preset=args.preset, channels_last=bool(args.channels_last), bake=bool(args.bake),
                     cast_weights=bool(args.cast_weights), peak_flops=args.peak_flops if gpu else None,
-                    timing="CUDA events, median" if gpu else "time.perf_counter, median",
-                    memory=("torch.cuda.max_memory_allocated" if gpu else
-                            "growth of this process's peak RSS (resource.getrusage), lower bound"),
+                    **notes(device),
                     results=rows)
     print("wrote", write_json(args.name, device, record, args.out))
     return 0

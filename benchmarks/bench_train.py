@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import PeakMemory, header, load_average, median, print_table, time_it_cpu, write_json  # noqa: E402
+from _common import header, measure, notes, print_table, write_json  # noqa: E402
 
 from matebit.config import apply_overrides, experiment_preset  # noqa: E402
 
@@ -103,20 +103,13 @@ def main(argv=None) -> int:
             def step():
                 losses.update(trainer.train_step(data))
 
-            try:
-                load0 = load_average()
-                with PeakMemory(device) as mem:
-                    times, cpus = time_it_cpu(step, device, warmup, runs)
-            except torch.OutOfMemoryError:
+            m = measure(step, device, warmup, runs)
+            if m is None:
                 rows.append({**row, "note": "out of memory"})
-                torch.cuda.empty_cache()
                 continue
-            t = median(times)
-            row.update(ms_per_iter=t * 1e3, min_ms_per_iter=min(times) * 1e3, images_per_s=batch / t,
-                       peak_mib=mem.value_mib, memory_kind=mem.label, runs=runs, warmup=warmup,
-                       loss_terms=sorted(losses))
-            if not gpu:
-                row.update(cpu_s=median(cpus), load_average=[load0, load_average()])
+            t = m.pop("median_s")
+            row.update(ms_per_iter=t * 1e3, min_ms_per_iter=m.pop("min_s") * 1e3, images_per_s=batch / t,
+                       loss_terms=sorted(losses), **m)
             rows.append(row)
             print_table([row], ["size", "batch", "precision", "ms_per_iter", "min_ms_per_iter", "images_per_s",
                                 "peak_mib"])
@@ -126,9 +119,7 @@ def main(argv=None) -> int:
                        "peak_mib", "note"])
     record = header(device, preset=args.preset, overrides=args.overrides, loss_networks=stand_ins,
                     loss_networks_note="random stand-ins with the real architectures: no pretrained weights offline",
-                    timing="CUDA events, median" if gpu else "time.perf_counter, median",
-                    memory=("torch.cuda.max_memory_allocated" if gpu else
-                            "growth of this process's peak RSS (resource.getrusage), lower bound"),
+                    **notes(device),
                     results=rows)
     print("wrote", write_json("train", device, record, args.out))
     return 0
