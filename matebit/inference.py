@@ -9,7 +9,8 @@
 
 Accepted inputs (for both `structure` and `exemplar`, or lists of them for a batch):
 
-* a path (str or Path) to an image file; PIL images; numpy arrays (H, W) or (H, W, C), channels last,
+* a path (str or Path) to an image file or a .npy array (as below, (C, H, W) also accepted); PIL images;
+  numpy arrays (H, W) or (H, W, C), channels last,
   uint8 (0..255), uint16 (0..65535), bool, or float in [0, 1];
 * torch tensors, channels first, (C, H, W) or (B, C, H, W) (a batch): a **structure** tensor is in
   [0, 1] and an **exemplar** tensor in [-1, 1], the ranges the generator itself takes.
@@ -40,7 +41,6 @@ Items of a batch with different sizes are run in separate groups, never padded t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from matebit import speed
 from matebit.config import ExperimentConfig, ModelConfig
 from matebit.errors import InputError
 
@@ -166,6 +167,32 @@ def _array_to_unit(arr: np.ndarray, name: str) -> np.ndarray:
     raise ImageInputError(f"{name}: arrays must be uint8, uint16, bool or float in [0, 1], got {arr.dtype}")
 
 
+def _open_npy(path: Path, name: str, max_pixels: int) -> np.ndarray:
+    """A .npy map (H, W), (H, W, C) or (C, H, W) -> a channels-last array; never unpickles."""
+    if path.is_dir():
+        raise ImageInputError(f"{name}: is a folder, expected a .npy file")
+    if not path.exists():
+        raise ImageInputError(f"{name}: no such file")
+    try:
+        with open(path, "rb") as fh:  # the header alone: dtype and shape, checked before any data is read
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(fh)
+        if dtype.hasobject:
+            raise ImageInputError(f"{name}: a .npy of Python objects (a pickle); refused, matebit never unpickles")
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ImageInputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageInputError(f"{name}: cannot read .npy file ({msg})") from None
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # (C, H, W), the layout the data loader also accepts
+    if arr.ndim in (2, 3):
+        _check_pixels((arr.shape[1], arr.shape[0]), name, max_pixels)
+    return np.array(arr)
+
+
 def _composite(unit: Tensor, background: float) -> Tensor:
     """(C, H, W) with a trailing alpha channel (C = 2 or 4) -> alpha-composited onto `background`."""
     colour, alpha = unit[:-1], unit[-1:]
@@ -197,7 +224,10 @@ def load_image(source: ImageInput, *, role: Role = "exemplar", channels: int = 3
         raise ValueError(f"role must be 'structure' or 'exemplar', got {role!r}")
     if isinstance(source, (str, os.PathLike)):
         name = name or str(source)
-        source = open_image(source, name=name, max_pixels=max_pixels)
+        if Path(source).suffix.lower() == ".npy":  # training reads .npy structure maps, so inference must too
+            source = _open_npy(Path(source), name, max_pixels)
+        else:
+            source = open_image(source, name=name, max_pixels=max_pixels)
     name = name or role
     alpha_background = 0.0 if role == "structure" else 1.0
 
@@ -366,13 +396,15 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _resolve_dtype(dtype: Any) -> torch.dtype | None:
-    """None/fp32 -> plain float32; bf16 -> bfloat16 autocast around the forward pass."""
-    if dtype in (None, torch.float32, "fp32", "float32"):
-        return None
+def _resolve_dtype(dtype: Any) -> str:
+    """None/"auto" -> speed's default (bf16 on CUDA and on CPUs with native bf16); "fp32"; "bf16"."""
+    if dtype in (None, "auto"):
+        return "auto"
+    if dtype in (torch.float32, "fp32", "float32"):
+        return "fp32"
     if dtype in (torch.bfloat16, "bf16", "bfloat16"):
-        return torch.bfloat16
-    raise ValueError(f"dtype must be None, 'fp32' or 'bf16', got {dtype!r}")
+        return "bf16"
+    raise ValueError(f"dtype must be 'auto', 'fp32' or 'bf16', got {dtype!r}")
 
 
 class Translator:
@@ -381,15 +413,20 @@ class Translator:
     Translator(generator, config, device="auto", dtype=None)
     Translator.from_pretrained(directory, device="auto", dtype=None)   # a folder from save_pretrained
 
-    `dtype="bf16"` runs the forward pass under bfloat16 autocast (meant for CUDA); outputs are float32.
+    `dtype`: "auto" (default) computes in bf16 on CUDA and in fp32 on CPU; "bf16" on a CPU with native bf16
+    (AMX / AVX512-BF16) is faster (benchmarks/README.md) at some cost in precision. Outputs are float32.
     """
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,
-                 device: str | torch.device = "auto", dtype: Any = None):
+                 device: str | torch.device = "auto", dtype: Any = None, owned: bool = False):
         self.config = config.model if isinstance(config, ExperimentConfig) else config
         self.device = _resolve_device(device)
-        self.autocast_dtype = _resolve_dtype(dtype)
-        self.generator = generator.to(self.device).eval()
+        self.precision = _resolve_dtype(dtype)
+        # Threads, precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking
+        # and casting rewrite the weights, so they are done only to a model this Translator loaded itself.
+        speed.configure_cpu_threads()
+        self.generator, self._precision_ctx = speed.prepare_for_inference(
+            generator, self.device, self.precision, bake=owned, cast_weights=owned)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
@@ -398,7 +435,7 @@ class Translator:
 
         dev = _resolve_device(device)
         generator, config = load_pretrained(directory, device=dev)
-        return cls(generator, config, dev, dtype)
+        return cls(generator, config, dev, dtype, owned=True)
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 
@@ -438,14 +475,17 @@ class Translator:
 
     # -- running --------------------------------------------------------------------------------------------------
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _forward(self, structure: Tensor, exemplar: Tensor, query_index: Tensor | None = None):
-        with torch.inference_mode(), self._autocast():
-            return self.generator(structure.to(self.device), exemplar.to(self.device), query_index=query_index)
+        with torch.inference_mode(), self._precision_ctx:
+            out = self.generator(speed.channels_last_input(structure.to(self.device)),
+                                 speed.channels_last_input(exemplar.to(self.device)), query_index=query_index)
+        # bf16 runs return bf16 tensors; everything downstream (PIL, heat maps) works in float32.
+        for name in ("image", "z"):
+            if getattr(out, name) is not None:
+                setattr(out, name, getattr(out, name).float())
+        for name in ("warped", "uncor_weight", "rows_masked", "rows_full", "attention"):
+            setattr(out, name, [t.float() for t in getattr(out, name)])
+        return out
 
     def __call__(self, structure: Any, exemplar: Any, size_policy: SizePolicy = "pad",
                  return_aux: bool = False, batch_size: int = 8, size: int | tuple[int, int] | None = None):

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pad to a multiple of 16 and crop back (default), or resize there and back")
     parser.add_argument("--size", type=int, metavar="N", help="with --size-policy resize: run at NxN")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (CUDA)")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 on CUDA, fp32 on CPU; bf16 is faster on CPUs with AMX")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
 
 

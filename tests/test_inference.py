@@ -21,7 +21,7 @@ def translator(tmp_path_factory):
     cfg = model_preset("tiny")
     folder = tmp_path_factory.mktemp("model") / "tiny"
     save_pretrained(folder, MATEBITGenerator(cfg), cfg)
-    return Translator.from_pretrained(folder, device="cpu")
+    return Translator.from_pretrained(folder, device="cpu", dtype="fp32")  # exact reference numbers
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +244,21 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
             Translator(torch.nn.Identity(), model_preset("tiny"), device="cuda")
+
+
+def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tmp_path, pair):
+    from matebit import speed
+
+    if not speed.cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    folder = tmp_path / "m"
+    save_pretrained(folder, MATEBITGenerator(model_preset("tiny")), model_preset("tiny"))
+    auto = Translator.from_pretrained(folder, device="cpu")
+    assert next(auto.generator.parameters()).dtype == torch.float32  # CPU default stays exact
+    fast = Translator.from_pretrained(folder, device="cpu", dtype="bf16")
+    assert next(fast.generator.parameters()).dtype == torch.bfloat16
+    edges, ex = pair
+    result = fast(edges[:32, :32], ex, return_aux=True)
+    assert result.image.size == (32, 32)
+    masked, full = result.correspondence([(5, 5)])
+    assert np.allclose(masked.sum(axis=(1, 2)), 1, atol=1e-3)

@@ -46,21 +46,24 @@ def masked_correspondence_reference(q: Tensor, k: Tensor, v: Tensor, alpha: floa
     mask="relu" is the paper (Eq. 2); mask="none" is the "w/o ReLU" ablation, softmax(alpha * cos), for which
     every key counts as reliable (there is no mask to say otherwise), so reliability is 1.
     """
-    cos = q @ k.transpose(-1, -2)  # Eq. 1, (B, N, M)
+    # Eq. 1, (B, N, M), in fp32 even under autocast: alpha = 100 turns a bf16 rounding error of 0.004 in the
+    # cosine into 0.4 in the logits, enough to move the argmax.
+    with torch.autocast(q.device.type, enabled=False):
+        cos = q.float() @ k.float().transpose(-1, -2)
     if mask == "relu":
         scores = alpha * torch.relu(cos)  # Eq. 2, then the scaling inside Eq. 3
     elif mask == "none":
         scores = alpha * cos
     else:
         raise ValueError(f"unknown mask kind {mask!r}")
-    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # Eq. 3
+    weights = torch.softmax(scores, dim=-1).to(v.dtype)  # Eq. 3
     out = weights @ v
     if mask == "relu":
         # Mass on keys the ReLU kept. A key with cos <= 0 still receives exp(0) / Z after the softmax; that
         # share is what the paper calls unreliable.
         reliability = (weights * (cos > 0).to(weights.dtype)).sum(dim=-1)
     else:
-        reliability = torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device)
+        reliability = torch.ones(q.shape[:-1], dtype=weights.dtype, device=q.device)
     return Correspondence(out, reliability, weights if return_weights else None)
 
 
@@ -103,7 +106,8 @@ def attention_rows(q: Tensor, k: Tensor, alpha: float, index: Tensor) -> tuple[T
     if index.dim() == 1:
         index = index.unsqueeze(0).expand(q.shape[0], -1)
     rows = torch.gather(q, 1, index.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
-    cos = (rows @ k.transpose(-1, -2)).float()
+    with torch.autocast(q.device.type, enabled=False):
+        cos = rows.float() @ k.float().transpose(-1, -2)
     return torch.softmax(alpha * torch.relu(cos), -1), torch.softmax(alpha * cos, -1)
 
 
