@@ -1,0 +1,553 @@
+"""`matebit serve`: a local Gradio web demo of a trained model.
+
+    matebit serve --model runs/celeba/final          # http://127.0.0.1:7860
+    matebit serve                                    # the model `matebit demo` trained (matebit-demo/run/model)
+
+The page takes a structure map (uploaded, drawn on a sketch pad, or made from a photo with a converter) and an
+exemplar (uploaded or picked from examples); one click translates and shows the output, the warped exemplar
+and the reliability map. Clicking a point of the structure map shows where that point looks in the exemplar:
+MAT's masked correspondence beside the unmasked one (the paper's Figure 1).
+
+What protects the server:
+* it binds to 127.0.0.1 unless `--host` says otherwise; no share link, analytics or run history, and no
+  outbound call (gradio serves its own fonts, its telemetry is off, the Hugging Face hub is set offline);
+* uploads over `--max-upload-mb` or `--max-pixels` are refused with one message each, checked from the file
+  size and the image header before anything is decoded; non-images and corrupt files likewise;
+* a file is read only from gradio's upload folder: no path typed or sent by a user is opened;
+* everything gradio writes goes to a private temporary folder that is removed at exit;
+* one translation runs at a time, with a bounded queue.
+
+The logic lives in `ServeApp` (plain methods, testable without a browser); `build_ui` wires it to gradio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import os
+import shutil
+import signal
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from matebit.errors import InputError
+
+DEFAULT_MODEL_DIR = Path("matebit-demo/run/model")  # where `matebit demo` (default --out) saves its model
+PHOTO_CONVERTERS = ("canny", "hed", "landmarks")  # "pose" takes keypoints, not photos
+
+
+class UploadRefused(InputError):
+    """An upload the server will not use; the message is meant for the page, as is."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 16_000_000  # checked from the header, before decoding
+    work_side: int = 256  # inputs are downscaled so the longer side is at most this (CPU time stays bounded)
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def check_upload(path: str | os.PathLike | None, label: str, limits: Limits,
+                 upload_root: str | os.PathLike | None = None) -> Image.Image:
+    """Open one uploaded image, or raise `UploadRefused` with a message for the page.
+
+    `upload_root`: when given, the file must lie inside it (gradio's upload folder), so a path sent by a
+    client can never make the server read anything else.
+    """
+    from matebit.inference import ImageInputError, open_image
+
+    if path is None:
+        raise UploadRefused(f"{label}: nothing uploaded yet.")
+    p = Path(path)
+    if upload_root is not None:
+        root = Path(upload_root).resolve()
+        if not p.resolve().is_relative_to(root):
+            raise UploadRefused(f"{label} refused: only files uploaded through this page are read.")
+    if not p.is_file():
+        raise UploadRefused(f"{label} refused: the upload is missing; please upload it again.")
+    size = p.stat().st_size
+    if size > limits.max_bytes:
+        raise UploadRefused(f"{label} refused: the file is {_mb(size)}; the limit is {_mb(limits.max_bytes)}.")
+    if size == 0:
+        raise UploadRefused(f"{label} refused: the file is empty.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        try:
+            with Image.open(p) as im:  # reads the header only
+                w, h = im.size
+        except UnidentifiedImageError:
+            raise UploadRefused(f"{label} refused: this file is not an image "
+                                f"(PNG, JPEG, WebP, BMP, GIF or TIFF expected).") from None
+        except Image.DecompressionBombError:
+            raise UploadRefused(f"{label} refused: the image has too many pixels; the limit is "
+                                f"{limits.max_pixels:,}.") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UploadRefused(f"{label} refused: the image cannot be read ({exc}).") from None
+    if w * h > limits.max_pixels:
+        raise UploadRefused(f"{label} refused: {w}x{h} is {w * h:,} pixels; the limit is {limits.max_pixels:,}.")
+    try:
+        return open_image(p, name=label, max_pixels=limits.max_pixels)
+    except ImageInputError as exc:
+        raise UploadRefused(f"{label} refused: {str(exc).removeprefix(label + ': ')}.") from None
+
+
+def fit_side(im: Image.Image, side: int) -> Image.Image:
+    """Downscale (never upscale) so the longer side is at most `side`."""
+    w, h = im.size
+    scale = side / max(w, h)
+    if scale >= 1:
+        return im
+    return im.resize((max(16, round(w * scale)), max(16, round(h * scale))), Image.Resampling.LANCZOS)
+
+
+def for_display(im: Image.Image | None, side: int = 256) -> Image.Image | None:
+    """Upscale small results (never downscale) so the longer side is at least `side`: a 64 px map is too small
+    to see or to click on. NEAREST keeps the pixels honest."""
+    if im is None:
+        return None
+    w, h = im.size
+    k = side // max(w, h)
+    return im if k <= 1 else im.resize((w * k, h * k), Image.Resampling.NEAREST)
+
+
+def sketch_to_structure(value: Any) -> Image.Image:
+    """A sketch pad's value (gradio EditorValue dict, or an image) -> 'L' map, white strokes on black.
+
+    Strokes on a transparent canvas are read from the alpha channel, whatever their colour; an opaque canvas
+    is read by luminance and inverted when it is light (dark lines on white paper).
+    """
+    im = value.get("composite") if isinstance(value, dict) else value
+    if im is None:
+        raise UploadRefused("Sketch: draw something on the sketch pad first.")
+    if isinstance(im, np.ndarray):
+        im = Image.fromarray(im)
+    elif not isinstance(im, Image.Image):
+        im = Image.open(im)
+    lines = None
+    if im.mode in ("RGBA", "LA", "PA", "P"):
+        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:  # a transparent canvas: the strokes are what is opaque
+            lines = alpha
+    if lines is None:
+        lines = np.asarray(im.convert("L"))
+        if lines.mean() > 127:  # light paper: the strokes are the dark parts
+            lines = 255 - lines
+    if lines.max() == 0:
+        raise UploadRefused("Sketch: draw something on the sketch pad first.")
+    return Image.fromarray(np.ascontiguousarray(lines, dtype=np.uint8), mode="L")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pictures
+
+
+_CMAP_ANCHORS = np.array([[0, 0, 0.5], [0, 0.3, 1], [0, 0.9, 1], [1, 1, 0], [1, 0.4, 0], [0.75, 0, 0]])
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> float RGB (..., 3) on a blue-cyan-yellow-red scale."""
+    v = np.clip(values, 0, 1)
+    xs = np.linspace(0, 1, len(_CMAP_ANCHORS))
+    return np.stack([np.interp(v, xs, _CMAP_ANCHORS[:, c]) for c in range(3)], axis=-1)
+
+
+def heat_overlay(exemplar: Image.Image, heat: np.ndarray) -> Image.Image:
+    """A heat map (H, W) over the exemplar (same size): the exemplar dimmed to grey, the heat in colour."""
+    base = np.asarray(exemplar.convert("L"), dtype=np.float32)[..., None] / 255.0 * 0.6
+    h = heat / heat.max() if heat.max() > 0 else heat
+    alpha = np.sqrt(h)[..., None] * 0.85  # sqrt: the tail of the distribution stays visible
+    out = base * (1 - alpha) + colormap(h) * alpha
+    return Image.fromarray((out * 255).round().clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+def mark_point(im: Image.Image, x: float, y: float) -> Image.Image:
+    """The structure map in RGB with a ring at (x, y)."""
+    out = im.convert("RGB")
+    r = max(3, round(max(out.size) / 40))
+    d = ImageDraw.Draw(out)
+    d.ellipse([x - r, y - r, x + r, y + r], outline=(255, 40, 40), width=max(1, r // 2))
+    return out
+
+
+def reliability_picture(uncor: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+    """1 - uncor_weight in colour: red = matched in the exemplar, blue = filled in from the structure."""
+    if uncor is None:
+        return Image.new("RGB", size, (60, 60, 60))
+    rel = 1.0 - np.asarray(uncor.convert("L"), dtype=np.float32) / 255.0
+    return Image.fromarray((colormap(rel) * 255).round().astype(np.uint8), mode="RGB")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The handlers
+
+
+@dataclass
+class Translation:
+    output: Image.Image
+    warped: Image.Image | None
+    reliability: Image.Image
+    structure: Image.Image  # what the model saw (after fitting), the picture to click on
+    exemplar: Image.Image
+
+
+class ServeApp:
+    """The demo's logic, without gradio: each method takes and returns plain images or raises UploadRefused."""
+
+    def __init__(self, translator, limits: Limits = Limits(), upload_root: str | os.PathLike | None = None):
+        self.translator = translator
+        self.limits = limits
+        self.upload_root = upload_root
+
+    def open(self, path: Any, label: str) -> Image.Image:
+        return check_upload(path, label, self.limits, self.upload_root)
+
+    def convert_photo(self, photo_path: Any, converter: str) -> Image.Image:
+        """A photo upload -> structure map with one of PHOTO_CONVERTERS."""
+        from matebit.convert import CONVERTERS, ConvertError, MissingDependencyError
+
+        if converter not in PHOTO_CONVERTERS:
+            raise UploadRefused(f"Unknown converter {converter!r}; choose one of {', '.join(PHOTO_CONVERTERS)}.")
+        photo = fit_side(self.open(photo_path, "Photo").convert("RGB"), self.limits.work_side)
+        try:
+            return CONVERTERS[converter](photo)
+        except MissingDependencyError as exc:
+            raise UploadRefused(f"The {converter} converter is not available here: {exc}") from None
+        except (ConvertError, ValueError) as exc:
+            raise UploadRefused(f"The {converter} converter could not use this photo: {exc}") from None
+
+    def structure_from(self, source: str, upload_path: Any, sketch: Any) -> Image.Image:
+        if source == "draw":
+            return sketch_to_structure(sketch)
+        return self.open(upload_path, "Structure map")
+
+    def translate(self, structure: Image.Image, exemplar_path: Any) -> Translation:
+        from matebit.inference import ImageInputError
+
+        exemplar = fit_side(self.open(exemplar_path, "Exemplar").convert("RGB"), self.limits.work_side)
+        structure = fit_side(structure, self.limits.work_side)
+        try:
+            result = self.translator(structure, exemplar, size_policy="pad", return_aux=True)
+        except ImageInputError as exc:  # e.g. a colour map for a greyscale model, or a tiny image
+            raise UploadRefused(str(exc)) from None
+        out = result.images[0]
+        return Translation(out, result.warped[0], reliability_picture(result.uncor_weight[0], out.size),
+                           structure, exemplar)
+
+    def correspondence(self, structure: Image.Image, exemplar: Image.Image, x: float, y: float
+                       ) -> tuple[Image.Image, Image.Image, Image.Image]:
+        """(structure with the point marked, masked heat map over the exemplar, unmasked heat map)."""
+        w, h = structure.size
+        x, y = min(max(float(x), 0.0), w - 1.0), min(max(float(y), 0.0), h - 1.0)
+        result = self.translator(structure, exemplar, size_policy="pad", return_aux=True)
+        try:
+            masked, full = result.correspondence([(x, y)])
+        except ValueError as exc:  # a model without MAT blocks
+            raise UploadRefused(str(exc)) from None
+        return mark_point(structure, x, y), heat_overlay(exemplar, masked[0]), heat_overlay(exemplar, full[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Examples and the UI
+
+
+def _images_in(folder: Path, limit: int = 6) -> list[Path]:
+    exts = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))[:limit]
+
+
+def find_examples(model_dir: Path, examples: str | os.PathLike | None) -> Path | None:
+    """The examples folder: --examples, or the data `matebit demo` wrote beside its model (DEMO/run/model)."""
+    if examples is not None:
+        return Path(examples)
+    data = Path(model_dir).resolve().parent.parent / "data"
+    return data if (data / "images").is_dir() and (data / "structure").is_dir() else None
+
+
+def write_examples(dest: Path, source: Path | None, side: int = 256) -> tuple[list[str], list[str]]:
+    """(structure examples, exemplar examples), copied into `dest` (the app's temporary folder).
+
+    `source` is a folder with images/ and structure/ subfolders (a paired data set: structure maps are taken
+    from one half, exemplars from the other, so the examples are not ground-truth pairs), or a plain folder
+    of exemplar photos; without one, scikit-image's sample photos are the exemplars.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    structures: list[tuple[str, Image.Image]] = []
+    exemplars: list[tuple[str, Image.Image]] = []
+
+    def read(paths: list[Path], into: list) -> None:
+        for p in paths:
+            try:
+                with Image.open(p) as im:
+                    into.append((p.stem, im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()))
+            except (OSError, UnidentifiedImageError):
+                continue
+
+    if source is not None and (source / "images").is_dir() and (source / "structure").is_dir():
+        read(_images_in(source / "structure", 3), structures)
+        read(_images_in(source / "images", 6)[3:], exemplars)
+    elif source is not None:
+        read(_images_in(source), exemplars)
+    else:
+        try:
+            from skimage import data
+            for name in ("astronaut", "chelsea", "coffee"):
+                exemplars.append((name, Image.fromarray(getattr(data, name)()).convert("RGB")))
+        except Exception:  # examples are a convenience; the page works without them
+            pass
+
+    def save(items: list, prefix: str) -> list[str]:
+        out = []
+        for name, im in items:
+            path = dest / f"{prefix}-{name}.png"
+            fit_side(im, side).save(path)
+            out.append(str(path))
+        return out
+
+    return save(structures, "structure"), save(exemplars, "exemplar")
+
+
+_HELP = ("Give a **structure map** (upload, draw, or make one from a photo) and an **exemplar**, then "
+         "**Translate**. Afterwards, click a point on the structure map below to see where it looks in the "
+         "exemplar: MAT's masked correspondence beside the unmasked one.")
+
+
+def build_ui(app: ServeApp, structure_examples: list[str] = (), exemplar_examples: list[str] = (),
+             title: str = "MATEBIT"):
+    """The gradio Blocks for `app` (needs gradio; call `offline_environment()` first)."""
+    import gradio as gr
+
+    def checked_image(check_label: str, **kwargs):
+        """gr.Image whose uploads are validated before gradio's own preprocessing opens them.
+
+        The instance's preprocess is wrapped rather than gr.Image subclassed: gradio writes a .pyi stub beside
+        the source file of every Component subclass, and the app must write nowhere but its temporary folder.
+        """
+        image = gr.Image(type="filepath", sources=["upload"], height=220, **kwargs)
+        gradio_preprocess = image.preprocess
+
+        def preprocess(payload):
+            if payload is not None and payload.path is not None:
+                try:
+                    check_upload(payload.path, check_label, app.limits, app.upload_root)
+                except UploadRefused as exc:
+                    raise gr.Error(str(exc), title="Upload refused") from None
+            try:
+                return gradio_preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception:
+                raise gr.Error(f"{check_label} refused: the file cannot be read as an image.",
+                               title="Upload refused") from None
+
+        image.preprocess = preprocess
+        return image
+
+    def refusing(fn, **hints):
+        """fn with InputError shown as a page message. `hints`: real annotations for gradio, which looks for
+        gr.SelectData by type hint (string annotations from `from __future__` would not resolve here)."""
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                raise gr.Error(str(exc), title="Refused") from None
+        wrapped.__annotations__ = dict(hints)
+        return wrapped
+
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(f"# {title}: exemplar-based image translation\n{_HELP}")
+        source = gr.State("upload")
+        pair = gr.State(None)  # (structure, exemplar) the last translation used
+        with gr.Row():
+            with gr.Column():
+                with gr.Tabs() as tabs:
+                    with gr.Tab("Upload", id="upload") as tab_upload:
+                        structure = checked_image("Structure map", label="Structure map",
+                                                  elem_id="structure-upload")
+                        if structure_examples:
+                            gr.Examples(examples=[[p] for p in structure_examples], inputs=[structure],
+                                        label="Example structure maps", cache_examples=False)
+                    with gr.Tab("Draw", id="draw") as tab_draw:
+                        sketch = gr.Sketchpad(label="Sketch pad", type="pil", canvas_size=(256, 256),
+                                              brush=gr.Brush(colors=["#000000"], color_mode="fixed"),
+                                              elem_id="sketch")
+                    with gr.Tab("From photo", id="photo") as tab_photo:
+                        photo = checked_image("Photo", label="Photo", elem_id="photo-upload")
+                        converter = gr.Dropdown(list(PHOTO_CONVERTERS), value="canny", label="Converter")
+                        convert_btn = gr.Button("Make structure map", elem_id="convert")
+            with gr.Column():
+                exemplar = checked_image("Exemplar", label="Exemplar", elem_id="exemplar-upload")
+                if exemplar_examples:
+                    gr.Examples(examples=[[p] for p in exemplar_examples], inputs=[exemplar],
+                                label="Example exemplars", cache_examples=False)
+        translate_btn = gr.Button("Translate", variant="primary", elem_id="translate")
+        with gr.Row():
+            output = gr.Image(label="Output", interactive=False, elem_id="output", height=220)
+            warped = gr.Image(label="Warped exemplar", interactive=False, elem_id="warped", height=220)
+            reliability = gr.Image(label="Reliability (red: matched, blue: not)",
+                                   interactive=False, elem_id="reliability", height=220)
+        hint = gr.Markdown("Translate first; then click a point on the structure map below.", elem_id="hint")
+        with gr.Row():
+            clicked = gr.Image(label="Structure map: click a point", interactive=False, elem_id="clickable",
+                               height=220)
+            heat_masked = gr.Image(label="Masked correspondence (MAT)", interactive=False,
+                                   elem_id="heat-masked", height=220)
+            heat_full = gr.Image(label="Full correspondence (no mask)", interactive=False,
+                                 elem_id="heat-full", height=220)
+
+        def refuse_bad_upload(label: str):
+            # Runs on upload, before anything else uses the file: a refusal is shown at once, and the upload
+            # is cleared. The raw payload (preprocess=False) is read, so gradio never decodes a refused file.
+            def check(payload):
+                if not payload:
+                    return gr.skip()
+                path = payload.get("path") if isinstance(payload, dict) else None
+                try:
+                    check_upload(path, label, app.limits, app.upload_root)
+                except UploadRefused as exc:
+                    gr.Warning(str(exc), title="Upload refused")
+                    return None
+                return gr.skip()
+            return check
+
+        for image, label in ((structure, "Structure map"), (photo, "Photo"), (exemplar, "Exemplar")):
+            image.upload(refuse_bad_upload(label), image, image, preprocess=False, concurrency_limit=None)
+
+        tab_upload.select(lambda: "upload", None, source, queue=False)
+        tab_draw.select(lambda: "draw", None, source, queue=False)
+        tab_photo.select(lambda: "photo", None, source, queue=False)
+
+        @refusing
+        def on_convert(photo_path, name):
+            return app.convert_photo(photo_path, name), gr.Tabs(selected="upload"), "upload"
+
+        convert_btn.click(on_convert, [photo, converter], [structure, tabs, source])
+
+        @refusing
+        def on_translate(src, upload_path, sketch_value, exemplar_path):
+            if src == "photo":
+                raise UploadRefused("Make the structure map from the photo first (the button under it).")
+            t = app.translate(app.structure_from(src, upload_path, sketch_value), exemplar_path)
+            shown = [for_display(im) for im in (t.output, t.warped, t.reliability, t.structure)]
+            return (*shown, None, None, (t.structure, t.exemplar),
+                    "Click a point on the structure map to see its correspondence.")
+
+        translate_btn.click(on_translate, [source, structure, sketch, exemplar],
+                            [output, warped, reliability, clicked, heat_masked, heat_full, pair, hint],
+                            concurrency_limit=1)
+
+        def on_click(state, evt):
+            if state is None:
+                raise UploadRefused("Translate first, then click a point.")
+            structure, exemplar = state
+            k = for_display(structure).width / structure.width  # the click is in the displayed picture
+            x, y = evt.index[0] / k, evt.index[1] / k
+            marked, masked, full = app.correspondence(structure, exemplar, x, y)
+            return (for_display(marked), for_display(masked), for_display(full),
+                    f"Correspondence of the point ({int(x)}, {int(y)}) of the structure map.")
+
+        clicked.select(refusing(on_click, evt=gr.SelectData), [pair], [clicked, heat_masked, heat_full, hint], concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=16)
+    return demo
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The command
+
+
+def offline_environment(temp_dir: str | os.PathLike) -> None:
+    """Environment for gradio, set before it is imported: no telemetry or hub calls, files under temp_dir."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_TEMP_DIR"] = str(temp_dir)
+    os.environ["GRADIO_SHARE"] = "False"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["GRADIO_RUN_HISTORY"] = "False"
+
+
+def private_temp_dir() -> Path:
+    """A 0700 folder for everything gradio writes, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="matebit-serve-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def resolve_model_dir(model: str | None) -> Path:
+    if model:
+        return Path(model)
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model DIR (a folder written by "
+                     f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
+                                                       f"demo`)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
+    parser.add_argument("--max-pixels", type=int, default=16_000_000,
+                        help="largest image in pixels, checked before decoding (default 16,000,000)")
+    parser.add_argument("--work-side", type=int, default=256,
+                        help="inputs are downscaled to this longer side before translating (default 256)")
+    parser.add_argument("--examples", metavar="DIR",
+                        help="examples to offer: a folder of exemplar photos, or a data set with images/ and "
+                             "structure/ (default: the demo's data beside a demo model, else scikit-image photos)")
+
+
+def main(args: argparse.Namespace) -> int:
+    model_dir = resolve_model_dir(args.model)
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < 16:
+        raise InputError("--max-upload-mb and --max-pixels must be positive and --work-side at least 16")
+    if args.examples is not None and not Path(args.examples).is_dir():
+        raise InputError(f"--examples {args.examples}: not a folder")
+    temp_dir = private_temp_dir()
+    offline_environment(temp_dir)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InputError("the web demo needs gradio: pip install 'matebit[app]'") from None
+    from matebit.inference import Translator
+
+    translator = Translator.from_pretrained(model_dir, device=args.device)
+    limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    work_side=args.work_side)
+    app = ServeApp(translator, limits, upload_root=temp_dir)
+    structures, exemplars = write_examples(temp_dir / "examples", find_examples(model_dir, args.examples),
+                                           args.work_side)
+    demo = build_ui(app, structures, exemplars)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"matebit serve: warning: binding to {args.host}; anyone who can reach it can use the demo")
+    print(f"matebit serve: model {model_dir} on {translator.device}; temporary files in {temp_dir}")
+    # SIGTERM ends the server like Ctrl-C does, so the temporary folder is removed either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                    max_file_size=limits.max_bytes, show_error=False, footer_links=[], run_history=False,
+                    ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
