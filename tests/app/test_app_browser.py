@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium sends no usage statistics
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
