@@ -50,7 +50,7 @@ def _model_size(directory: Path, default: int) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from matebit.demo import DemoSettings, make_data, train_model
+    from matebit.demo import DemoSettings, choose_threads, make_data, train_model
     from matebit.quality import BENCH_SEED, QualityReport, evaluate_generator, format_table, write_json
 
     if not args.synthetic:
@@ -84,6 +84,7 @@ def main(args: argparse.Namespace) -> int:
         info[str(directory)] = {"model": str(directory), "size": size}
         baselines = {k: v for k, v in report.rows.items() if k != str(directory)}
     if presets:
+        torch.set_num_threads(choose_threads())
         data = make_data(out / f"data-{base.size}px-seed{base.seed}", base)
         for name in presets:
             settings = replace(base, preset=name)
