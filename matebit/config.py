@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -169,8 +170,8 @@ def _matches(value: Any, tp: Any) -> bool:
         return value in typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         return isinstance(value, tp)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float:  # JSON lets NaN and Infinity through; no setting means either
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
@@ -199,7 +200,13 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         elif tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # A wrong type is found by __post_init__, which does not know the file; name it here.
+        if where and not str(exc).startswith(where):
+            raise ConfigError(f"{where}: {exc}") from None
+        raise
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

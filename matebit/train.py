@@ -395,15 +395,26 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def save_checkpoint(trainer: Trainer, out: Path) -> Path:
+    from safetensors import SafetensorError
+
     from matebit.checkpoint import save_pretrained, save_tensors
 
     tensors, meta = trainer.state_tensors()
     folder = checkpoint_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{trainer.step:08d}.safetensors"
-    save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
-    save_pretrained(out / "model", trainer.generator, trainer.cfg,
-                    card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
+        save_pretrained(out / "model", trainer.generator, trainer.cfg,
+                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    except (OSError, SafetensorError) as exc:
+        # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
+        # removed their temp files, so the previous checkpoint is what a --resume will find.
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        newest = latest_checkpoint(out) if folder.is_dir() else None
+        kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
+        raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
+                            f"free space and rerun with --resume") from None
     keep = trainer.cfg.train.keep_checkpoints
     for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
         old.unlink(missing_ok=True)
@@ -560,31 +571,34 @@ def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = F
         bar = tqdm(total=end, initial=trainer.step, desc="train", dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), trainer.step
     batches = iter(loader)
-    while trainer.step < end:
-        batch = next(batches)
-        values = trainer.train_step(batch)
-        step = trainer.step
-        if bar is not None:
-            bar.update(1)
-        if step % cfg.train.log_every == 0 or step == end:
-            now = time.perf_counter()
-            values["images_per_s"] = (step - n_last) * cfg.train.batch_size * world_size / max(now - t_last, 1e-9)
-            t_last, n_last = now, step
-            log.scalars(step, values)
+    try:
+        while trainer.step < end:
+            batch = next(batches)
+            values = trainer.train_step(batch)
+            step = trainer.step
             if bar is not None:
-                shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
-                shown["img/s"] = f"{values['images_per_s']:.1f}"
-                bar.set_postfix(shown, refresh=False)
-        if step % cfg.train.image_every == 0 or step == end:
-            log.images(step, batch, trainer.last_output)
-        if step % cfg.train.checkpoint_every == 0 or step == end:
-            if is_main():
-                save_checkpoint(trainer, out)
-            if dist.is_initialized():
-                dist.barrier()
-    if bar is not None:
-        bar.close()
-    log.close()
+                bar.update(1)
+            if step % cfg.train.log_every == 0 or step == end:
+                now = time.perf_counter()
+                images = (step - n_last) * cfg.train.batch_size * world_size
+                values["images_per_s"] = images / max(now - t_last, 1e-9)
+                t_last, n_last = now, step
+                log.scalars(step, values)
+                if bar is not None:
+                    shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
+                    shown["img/s"] = f"{values['images_per_s']:.1f}"
+                    bar.set_postfix(shown, refresh=False)
+            if step % cfg.train.image_every == 0 or step == end:
+                log.images(step, batch, trainer.last_output)
+            if step % cfg.train.checkpoint_every == 0 or step == end:
+                if is_main():
+                    save_checkpoint(trainer, out)
+                if dist.is_initialized():
+                    dist.barrier()
+    finally:  # an error message must start on its own line, not after the progress bar
+        if bar is not None:
+            bar.close()
+        log.close()
     return trainer
 
 
