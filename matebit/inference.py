@@ -413,8 +413,8 @@ class Translator:
     Translator(generator, config, device="auto", dtype=None)
     Translator.from_pretrained(directory, device="auto", dtype=None)   # a folder from save_pretrained
 
-    `dtype`: "auto" (default) computes in bf16 on CUDA and in fp32 on CPU; "bf16" on a CPU with native bf16
-    (AMX / AVX512-BF16) is faster (benchmarks/README.md) at some cost in precision. Outputs are float32.
+    `dtype`: "auto" (default) computes in bf16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else in
+    fp32; "fp32" gives exact reference numbers. Outputs are float32 either way.
     """
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,

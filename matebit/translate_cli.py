@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, metavar="N", help="with --size-policy resize: run at NxN")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto: bf16 on CUDA, fp32 on CPU; bf16 is faster on CPUs with AMX")
+                        help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX), else fp32")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
 
 

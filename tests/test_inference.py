@@ -254,7 +254,7 @@ def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tmp_path, pair):
     folder = tmp_path / "m"
     save_pretrained(folder, MATEBITGenerator(model_preset("tiny")), model_preset("tiny"))
     auto = Translator.from_pretrained(folder, device="cpu")
-    assert next(auto.generator.parameters()).dtype == torch.float32  # CPU default stays exact
+    assert next(auto.generator.parameters()).dtype == torch.bfloat16  # the default where the CPU has bf16
     fast = Translator.from_pretrained(folder, device="cpu", dtype="bf16")
     assert next(fast.generator.parameters()).dtype == torch.bfloat16
     edges, ex = pair
