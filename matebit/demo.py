@@ -37,9 +37,9 @@ class DemoSettings:
     batch_size: int = 8
     n_pairs: int = 32  # held-out benchmark pairs
     seed: int = 0
-    # Minutes, not days: half the demo preset's widths and no spectral norm (its power iterations cost a
-    # third of a CPU step), and Adam with momentum (beta1 0.5) at 10x the paper's rate, so the decoder learns
-    # to use the warped exemplar within a few hundred steps. Rates decay linearly over the last third.
+    # Every preset is trained at the `demo` preset's CPU size (config.py: its widths, no spectral norm, Adam
+    # beta1 0.5 at 10x the paper's rates), so `bench quality --presets mat1,...` compares architectures at the
+    # demo's budget instead of training 100 M-parameter models on a laptop.
     overrides: tuple[str, ...] = (
         "model.base_channels=8", "model.feature_channels=64", "model.spade_hidden=32", "model.style_dim=16",
         "model.d_channels=16", "model.d_layers=2", "model.spectral_norm=none",
