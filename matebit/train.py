@@ -632,11 +632,13 @@ def main(args: argparse.Namespace) -> int:
     if args.vgg19_path:
         overrides.append(f"loss.vgg19_path={args.vgg19_path}")
     cfg = apply_overrides(cfg, overrides)
+    main_rank = True
     try:
         train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers)
+        main_rank = is_main()  # asked before the process group is gone
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if is_main():
+    if main_rank:
         print(f"done: model in {Path(args.out) / 'model'}, logs in {args.out}")
     return 0
