@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, to_dict
-from matebit.errors import InputError
+from matebit.errors import InputError, first_line
 
 PathLike = Union[str, os.PathLike]
 
@@ -211,7 +211,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
     except Exception as exc:  # safetensors raises its own error types for truncation and bad headers
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise CheckpointError(f"{path}: cannot read safetensors file ({msg})") from None
     return tensors, meta
 

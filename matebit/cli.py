@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from matebit.errors import first_line
+
 # name -> (module, one-line help). Modules are imported only to add their arguments (cheap) and to run.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("matebit.cli", "print versions, the device found and the presets"),
@@ -123,7 +125,7 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line, never a bare traceback
         if os.environ.get("MATEBIT_DEBUG"):
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         if _is_input_error(exc):
             print(f"matebit {args.command}: error: {msg}", file=sys.stderr)
             return 2

@@ -7,3 +7,9 @@ class MatebitError(Exception):
 
 class InputError(MatebitError, ValueError):
     """A file or value given by the user cannot be used; the message names the file and the problem."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line error reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

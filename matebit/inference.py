@@ -55,7 +55,7 @@ from torch import Tensor
 
 from matebit import speed
 from matebit.config import ExperimentConfig, ModelConfig
-from matebit.errors import InputError
+from matebit.errors import InputError, first_line
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000; bigger images are refused before decoding
 MIN_SIDE = 16  # one token of the 1/16 bottleneck
@@ -184,7 +184,7 @@ def _open_npy(path: Path, name: str, max_pixels: int) -> np.ndarray:
     except ImageInputError:
         raise
     except (OSError, ValueError, EOFError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise ImageInputError(f"{name}: cannot read .npy file ({msg})") from None
     if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = arr.transpose(1, 2, 0)  # (C, H, W), the layout the data loader also accepts

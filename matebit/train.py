@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from matebit.config import ExperimentConfig, apply_overrides, experiment_preset, from_json, to_dict, to_json
-from matebit.errors import MatebitError
+from matebit.errors import MatebitError, first_line
 from matebit.losses import (
     StyleQueue,
     align_loss,
@@ -410,7 +410,7 @@ def save_checkpoint(trainer: Trainer, out: Path) -> Path:
     except (OSError, SafetensorError) as exc:
         # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
         # removed their temp files, so the previous checkpoint is what a --resume will find.
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         newest = latest_checkpoint(out) if folder.is_dir() else None
         kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
         raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor
+
+from matebit.models.correspondence import downsample_to  # the ↓ of Eq. 9, one definition
 
 from ._util import as_list, l1_per_sample, weighted_sample_mean
 
@@ -20,13 +21,6 @@ def align_loss(feat_a: Tensor | Sequence[Tensor], feat_b: Tensor | Sequence[Tens
     if len(a) != len(b):
         raise ValueError(f"align_loss: {len(a)} levels for E_A but {len(b)} for E_B")
     return sum((fa - fb).abs().mean() for fa, fb in zip(a, b)) / len(a)
-
-
-def downsample_to(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Area (average-pool) downsampling, the paper's arrow-down operator."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.adaptive_avg_pool2d(image, size)
 
 
 def corr_loss(warped: Tensor | Sequence[Tensor], target: Tensor, sample_weight: Tensor | None = None) -> Tensor:

@@ -150,4 +150,6 @@ def official_correspondence(q: Tensor, k: Tensor, v: Tensor, pq: Tensor, pk: Ten
 
 def downsample_to(image: Tensor, size: tuple[int, int]) -> Tensor:
     """The `↓` of Eq. 9: area-average an image down to the token grid."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
     return F.adaptive_avg_pool2d(image, size)
