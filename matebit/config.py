@@ -19,6 +19,12 @@ FeedForwardKind = Literal["adaconv", "ffn"]
 SpectralNormKind = Literal["all", "official", "none"]
 
 
+# The encoders downsample three times (1/8: the token grid of the MAT blocks) and the decoder's bottleneck once
+# more (1/16), so input sides must be multiples of 16.
+TOKEN_STRIDE = 8
+SIZE_STRIDE = 16
+
+
 class ConfigError(ValueError):
     """A configuration is malformed: unknown key, wrong type or impossible value."""
 
@@ -50,8 +56,10 @@ class ModelConfig:
     d_channels: int = 64
     d_layers: int = 4
     d_scales: int = 2
-    # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies.
+    # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies,
+    # i.e. on CUDA from `fused_min_tokens` query tokens up (4096 = a 512x512 input; to be tuned on a GPU).
     attention_impl: Literal["auto", "reference", "fused"] = "auto"
+    fused_min_tokens: int = 4096
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -65,11 +73,18 @@ class ModelConfig:
             raise ConfigError("feature_channels must be even (sine positional code)")
         if self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if self.fused_min_tokens < 1:
+            raise ConfigError(f"fused_min_tokens must be >= 1, got {self.fused_min_tokens}")
 
     @property
     def stride(self) -> int:
         """Input height and width must be multiples of this (encoder /8, decoder bottleneck /16)."""
-        return 16
+        return SIZE_STRIDE
+
+    @property
+    def token_stride(self) -> int:
+        """Pixels per token side: the MAT blocks work on the 1/8 grid of the input."""
+        return TOKEN_STRIDE
 
 
 @dataclass

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from matebit.models import fused
+
 
 def centred_unit(x: Tensor, eps: float = 1e-6) -> Tensor:
     """Eq. 1's Q~ and K~: subtract each token's mean over channels, then scale to unit length.
@@ -84,15 +86,33 @@ def masked_correspondence_chunked(q: Tensor, k: Tensor, v: Tensor, alpha: float,
 
 
 def masked_correspondence(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
-                          impl: str = "auto", return_weights: bool = False) -> Correspondence:
-    """Dispatch to the implementation that fits: the fused kernel where it applies, else the matrix form."""
+                          impl: str = "auto", return_weights: bool = False,
+                          min_tokens: int = fused.DEFAULT_MIN_TOKENS) -> Correspondence:
+    """Dispatch to the implementation that fits: the fused kernel where it applies (`impl="auto"`: CUDA and at
+    least `min_tokens` queries, `ModelConfig.fused_min_tokens`), else the matrix form."""
     if return_weights or impl == "reference":
         return masked_correspondence_reference(q, k, v, alpha, mask, return_weights)
-    from matebit.models import fused  # local import: the fused path needs a recent torch and a GPU
-
-    if impl == "fused" or (impl == "auto" and fused.applies(q)):
-        return fused.masked_correspondence_fused(q, k, v, alpha, mask)
+    if impl == "fused" or (impl == "auto" and fused.applies(q, min_tokens)):
+        return Correspondence(*fused.masked_correspondence_fused(q, k, v, alpha, mask))
     return masked_correspondence_chunked(q, k, v, alpha, mask)
+
+
+def tokens(x: Tensor) -> Tensor:
+    """(B, C, h, w) feature map -> (B, hw, C) tokens, row-major over the grid."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def grid(t: Tensor, h: int, w: int) -> Tensor:
+    """(B, hw, C) tokens -> (B, C, h, w) feature map."""
+    return t.transpose(1, 2).reshape(t.shape[0], -1, h, w)
+
+
+def gather_rows(t: Tensor, index: Tensor) -> Tensor:
+    """Tokens (B, N, C) of the queried positions: index (P,) for every item or (B, P) per item -> (B, P, C)."""
+    index = index.to(t.device).long()
+    if index.dim() == 1:
+        index = index.unsqueeze(0).expand(t.shape[0], -1)
+    return torch.gather(t, 1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
 
 def attention_rows(q: Tensor, k: Tensor, alpha: float, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,50 +122,10 @@ def attention_rows(q: Tensor, k: Tensor, alpha: float, index: Tensor) -> tuple[T
     correspondence, shown beside it as in the paper's Fig. 1. Costs O(P * M), so the demo can ask for any point
     at any resolution without the N x M matrix.
     """
-    index = index.to(q.device).long()
-    if index.dim() == 1:
-        index = index.unsqueeze(0).expand(q.shape[0], -1)
-    rows = torch.gather(q, 1, index.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
+    rows = gather_rows(q, index)
     with torch.autocast(q.device.type, enabled=False):
         cos = rows.float() @ k.float().transpose(-1, -2)
     return torch.softmax(alpha * torch.relu(cos), -1), torch.softmax(alpha * cos, -1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The released code's correspondence (DynaST's learned sign mask), kept for the `official` preset.
-
-
-class _SignStraightThrough(torch.autograd.Function):
-    """Hard 0/1 mask forward; the gradient of sigmoid backward (the released code's SignWithSigmoidGrad)."""
-
-    @staticmethod
-    def forward(ctx, t: Tensor) -> Tensor:
-        ctx.save_for_backward(t)
-        return (t > 0).to(t.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (t,) = ctx.saved_tensors
-        s = torch.sigmoid(t)
-        return grad * s * (1 - s)
-
-
-def official_correspondence(q: Tensor, k: Tensor, v: Tensor, pq: Tensor, pk: Tensor,
-                            return_weights: bool = False) -> tuple[Correspondence, Tensor]:
-    """Scaled dot-product attention multiplied by a learned binary mask, not renormalised.
-
-    Returns the correspondence (reliability = mass kept by the mask, as in the released code) and the masked
-    weights renormalised over the kept keys, used for the exemplar warp of Eq. 9. The released code builds that
-    warp from the *complement* of the mask (inherited from DynaST); we use the kept keys, which is what Eq. 9
-    describes.
-    """
-    scale = q.shape[-1] ** -0.5
-    attn = torch.softmax((q @ k.transpose(-1, -2)).float() * scale, dim=-1).to(v.dtype)
-    keep = _SignStraightThrough.apply((pq @ pk.transpose(-1, -2)) / pq.shape[-1])
-    masked = attn * keep
-    reliability = masked.sum(-1)
-    warp_weights = masked / reliability.unsqueeze(-1).clamp_min(1e-6)
-    return Correspondence(masked @ v, reliability, masked if return_weights else None), warp_weights
 
 
 def downsample_to(image: Tensor, size: tuple[int, int]) -> Tensor:

@@ -15,30 +15,29 @@ evaluates exp(-inf - (-inf)) = NaN, which a zero upstream gradient does not canc
 gradient stays finite. For rows that have a positive key, exp(-BIG - LSE) is exactly 0 in float32, so the masked
 keys contribute nothing.
 
-`_lse_form` is the same computation in plain torch (torch.logsumexp). It is what the CPU tests differentiate to
-check that the identity holds for gradients too, since FlexAttention has no backward on CPU.
+The tests check the same identity, forward and backward, in plain torch (torch.logsumexp), since FlexAttention
+has no backward on CPU.
 
 Where it runs: CUDA only (`applies`). On CPU FlexAttention has no backward and its forward is slower than the
-matrix form (see design/fused-correspondence.md), so the dispatcher keeps the chunked matrix form there.
+matrix form (measured when this path was written), so the dispatcher keeps the chunked matrix form there.
+This module returns plain tensors and imports nothing from the rest of matebit.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor
 
-from matebit.models.correspondence import Correspondence
-
 # A score that no positive cosine can reach after the exp: exp(-1e4) is 0 in float32 and bfloat16.
 _BIG = 1.0e4
 
-# `auto` picks the fused kernel only from this many query tokens up. Below it the N x M matrix is small (N=1024 at
-# 256x256: 4 MiB per image in fp32) and the matrix form is at least as fast (peers-and-lessons 3c: 1.4 ms naive vs
-# 1.6 ms flex at N=1024, with one call instead of our two). 4096 tokens is a 512x512 input. Needs GPU tuning.
-MIN_TOKENS = int(os.environ.get("MATEBIT_FUSED_MIN_TOKENS", "4096"))
+# `auto` picks the fused kernel only from this many query tokens up (`ModelConfig.fused_min_tokens`). Below it the
+# N x M matrix is small (N=1024 at 256x256: 4 MiB per image in fp32) and the matrix form is at least as fast (an
+# H100 microbenchmark: 1.4 ms naive vs 1.6 ms flex at N=1024, with one call instead of our two). 4096 tokens is a
+# 512x512 input. Unverified on a GPU in this repository.
+DEFAULT_MIN_TOKENS = 4096
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,9 +58,9 @@ def available() -> bool:
     return _flex_api() is not None
 
 
-def applies(q: Tensor) -> bool:
+def applies(q: Tensor, min_tokens: int = DEFAULT_MIN_TOKENS) -> bool:
     """True where `auto` should use the fused kernel: a CUDA tensor, FlexAttention present, and enough tokens."""
-    return q.is_cuda and available() and q.shape[-2] >= MIN_TOKENS
+    return q.is_cuda and available() and q.shape[-2] >= min_tokens
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,9 +116,9 @@ def _flex_call(q: Tensor, k: Tensor, v: Tensor, score_mod, compiled: bool = True
 
 
 def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
-                                compiled: bool = True) -> Correspondence:
-    """Same contract as `masked_correspondence_reference` (without the weights): q (B, N, C), k (B, M, C),
-    v (B, M, Cv) with Cv free to differ from C (V carries the features plus the 3 exemplar channels).
+                                compiled: bool = True) -> tuple[Tensor, Tensor]:
+    """(out, reliability) as `masked_correspondence_reference` computes them (without the weights): q (B, N, C),
+    k (B, M, C), v (B, M, Cv) with Cv free to differ from C (V carries the features plus the 3 exemplar channels).
 
     compiled=False runs FlexAttention's eager path, which materialises the scores: only for tests on CPU, where the
     compiled kernel is forward-only and returns no LSE (torch 2.14).
@@ -134,28 +133,10 @@ def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, m
     q4, k4, v4 = q.unsqueeze(1), k.to(dtype).unsqueeze(1), v.to(dtype).unsqueeze(1)
     if mask == "none":
         out, _ = _flex_call(q4, k4, v4, unmasked, compiled, lse=False)
-        return Correspondence(out.squeeze(1), torch.ones(q.shape[:-1], dtype=dtype, device=q.device))
+        return out.squeeze(1), torch.ones(q.shape[:-1], dtype=dtype, device=q.device)
     out, lse_all = _flex_call(q4, k4, v4, all_keys, compiled)
     # Only the LSE of the second call is used; a 16-wide zero V keeps its output cheap (16: smallest tile width).
     dummy = q4.new_zeros(*k4.shape[:-1], 16)
     _, lse_rel = _flex_call(q4, k4, dummy, reliable_keys, compiled)
     reliability = torch.exp(lse_rel.float() - lse_all.float())
-    return Correspondence(out.squeeze(1), reliability.squeeze(1).to(dtype))
-
-
-def _lse_form(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu") -> Correspondence:
-    """The fused path's arithmetic with the matrix written out: differentiable on CPU, used as the test oracle
-    for the LSE identity (forward and backward), and for nothing else."""
-    cos = q @ k.transpose(-1, -2)
-    cos = cos.to(torch.promote_types(cos.dtype, torch.float32))  # float64 stays float64 for exact checks
-    if mask == "none":
-        scores = alpha * cos
-        out = torch.softmax(scores, -1).to(v.dtype) @ v
-        return Correspondence(out, torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device))
-    scores = alpha * torch.relu(cos)
-    lse_all = torch.logsumexp(scores, -1)
-    lse_rel = torch.logsumexp(torch.where(cos > 0, alpha * cos, torch.full_like(cos, -_BIG)), -1)
-    out = torch.exp(scores - lse_all.unsqueeze(-1)).to(v.dtype) @ v
-    reliability = torch.exp(lse_rel - lse_all)
-    return Correspondence(out, reliability.to(q.dtype))
-
+    return out.squeeze(1), reliability.squeeze(1).to(dtype)

@@ -8,6 +8,7 @@ Data path: x_A -> E_A ┐
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -27,7 +28,15 @@ from matebit.models.layers import (
     official_sn,
     sine_position_code,
 )
-from matebit.models.mat import MATBlock
+from matebit.models.mat import BlockContext, FullCorrespondenceBlock, MaskedMATBlock
+from matebit.models.official import OfficialMATBlock
+
+# One class per block kind, chosen by `ModelConfig.correspondence` (DiT's model-registry habit).
+BLOCKS: dict[str, type[nn.Module]] = {
+    "masked": MaskedMATBlock,  # the paper (and "w/o ReLU" with mask="none")
+    "full": FullCorrespondenceBlock,  # Table 2's "Full Corr."
+    "official": OfficialMATBlock,  # the released code
+}
 
 
 class InputSizeError(ValueError):
@@ -41,9 +50,29 @@ class GeneratorOutput:
     uncor_weight: list[Tensor] = field(default_factory=list)  # per block, (B, 1, H/8, W/8) in [0, 1]
     z: Tensor | None = None  # (B, style_dim) global style code of the exemplar
     structure_features: list[Tensor] = field(default_factory=list)  # E_A(x_A), unit-normalised, fine to coarse
-    attention: list[Tensor] = field(default_factory=list)  # per block (B, N, N), only with return_attention
-    rows_masked: list[Tensor] = field(default_factory=list)  # per block (B, P, N), only with query_index
-    rows_full: list[Tensor] = field(default_factory=list)
+
+
+RowKind = Literal["used", "masked", "full"]
+
+
+@dataclass
+class CorrespondenceProbe:
+    """Where queried structure tokens look in the exemplar, per MAT block (the paper's Fig. 1), beside the output.
+
+    Each row is a distribution over the exemplar's M tokens. "masked": softmax(alpha * ReLU(cos)), MAT's
+    correspondence; "full": softmax(alpha * cos), CoCosNet's; "used": the one the block aggregates with (masked
+    for the paper's block, full for "w/o ReLU" and "Full Corr.", the kept-key weights for the released block).
+    """
+
+    output: GeneratorOutput
+    blocks: list[dict[str, Tensor]] = field(default_factory=list)  # per block: kind -> (B, P, M)
+
+    def rows(self, kind: RowKind = "used", block: int = -1) -> Tensor:
+        if not self.blocks:
+            raise ValueError("this model has no MAT blocks, so it has no correspondence")
+        if kind not in ("used", "masked", "full"):
+            raise ValueError(f"row kind must be 'used', 'masked' or 'full', got {kind!r}")
+        return self.blocks[block][kind]
 
 
 class Encoder(nn.Module):
@@ -155,7 +184,7 @@ class MATEBITGenerator(nn.Module):
         # embed_q4 / embed_kv4).
         self.embed_a = SPADEResBlock(c, cfg.structure_channels, cfg.spade_hidden)
         self.embed_b = SPADEResBlock(c, cfg.image_channels, cfg.spade_hidden)
-        self.blocks = nn.ModuleList(MATBlock(cfg) for _ in range(cfg.n_mat_blocks))
+        self.blocks = nn.ModuleList(BLOCKS[cfg.correspondence](cfg) for _ in range(cfg.n_mat_blocks))
         if cfg.correspondence != "official":
             # A learned gain on the fixed sine code lets training decide how much position matters.
             self.pos_gain = nn.Parameter(torch.ones(())) if cfg.n_mat_blocks else None
@@ -183,7 +212,7 @@ class MATEBITGenerator(nn.Module):
         return self.mapping(self.encode_exemplar(image)[1])
 
     def token_grid(self, h: int, w: int) -> tuple[int, int]:
-        return h // 8, w // 8
+        return h // self.config.token_stride, w // self.config.token_stride
 
     def point_to_token(self, xy: Tensor, h: int, w: int) -> Tensor:
         """Pixel coordinates (..., 2) as (x, y) in an HxW input -> token indices on the 1/8 grid."""
@@ -194,9 +223,30 @@ class MATEBITGenerator(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------------------
 
-    def forward(self, structure: Tensor, exemplar: Tensor, return_attention: bool = False,
-                query_index: Tensor | None = None) -> GeneratorOutput:
+    def forward(self, structure: Tensor, exemplar: Tensor) -> GeneratorOutput:
         """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]."""
+        return self._run(structure, exemplar)
+
+    def probe_correspondence(self, structure: Tensor, exemplar: Tensor,
+                             query_index: Tensor | None = None) -> CorrespondenceProbe:
+        """The forward pass, plus the attention rows of the queried tokens in every MAT block.
+
+        query_index: token indices (P,) shared by the batch or (B, P) per item (see `point_to_token`); None asks
+        for every token, i.e. the whole (B, N, M) matrix per block, which costs O(N * M) memory.
+        """
+        probe = CorrespondenceProbe(output=None)  # type: ignore[arg-type]
+
+        def visit(block: nn.Module, x: Tensor, y: Tensor, ctx: BlockContext) -> None:
+            index = query_index
+            if index is None:
+                index = torch.arange(x.shape[-2] * x.shape[-1], device=x.device)
+            probe.blocks.append(block.attention_rows(x, y, ctx, index))
+
+        probe.output = self._run(structure, exemplar, visit)
+        return probe
+
+    def _run(self, structure: Tensor, exemplar: Tensor, visit=None) -> GeneratorOutput:
+        """The data path of Fig. 2; `visit(block, x, y, ctx)`, if given, sees each block's inputs (probing)."""
         self.check_size(*structure.shape[-2:])
         if exemplar.shape[-2:] != structure.shape[-2:]:
             raise InputSizeError(f"structure is {tuple(structure.shape[-2:])} but exemplar is "
@@ -209,19 +259,16 @@ class MATEBITGenerator(nn.Module):
         out = GeneratorOutput(image=exemplar, z=z, structure_features=feats_a)
         if self.blocks:
             h, w = x.shape[-2:]
-            exemplar_small = downsample_to(exemplar, (h, w))
             if self.config.correspondence == "official":
                 pos = sine_position_code(h, w, self.config.official_pos_channels, x.device, x.dtype)
             else:
                 pos = self.pos_gain * sine_position_code(h, w, x.shape[1], x.device, x.dtype)
+            ctx = BlockContext(structure=structure, pos=pos, exemplar_small=downsample_to(exemplar, (h, w)))
             for block in self.blocks:  # K and V come from the same Y_B in every block; X is refined
-                x, aux = block(x, y, structure, pos, exemplar_small, return_attention, query_index)
+                if visit is not None:
+                    visit(block, x, y, ctx)
+                x, aux = block(x, y, ctx)
                 out.warped.append(aux.warped)
                 out.uncor_weight.append(aux.uncor_weight)
-                if aux.weights is not None:
-                    out.attention.append(aux.weights)
-                if aux.rows_masked is not None:
-                    out.rows_masked.append(aux.rows_masked)
-                    out.rows_full.append(aux.rows_full)
         out.image = self.decoder(x, feats_a, z)
         return out

@@ -1,10 +1,11 @@
-"""One MAT block (Sec. 3.1, Fig. 3b/3d): masked correspondence, reliability-adaptive aggregation, AdaConv.
+"""The MAT block of the paper (Sec. 3.1, Fig. 3b/3d) and the 'Full Corr.' ablation's block.
 
-Three kinds share this file so they can be compared line by line:
-  masked   - the paper: centred cosine, ReLU mask, softmax(alpha *), X_uncor, PONO, AdaConv (Eqs. 1-6)
-  full     - the 'Full Corr.' ablation: CoCosNet's full correspondence, no mask, no X_uncor, no AdaConv
-  official - the released code: DynaST's learned sign mask over a scaled dot product, concatenated positional
-             code, ConvNeXt-ordered AdaConv with layer scale
+  MaskedMATBlock           centred cosine, ReLU mask, softmax(alpha *), X_uncor, PONO, AdaConv (Eqs. 1-6)
+  FullCorrespondenceBlock  CoCosNet's full correspondence: no mask, no X_uncor, no AdaConv (Table 2)
+
+The released code's block is in `official.py`; `generator.BLOCKS` maps `ModelConfig.correspondence` to the class.
+Every block has the same two entry points: `forward(x, y, ctx)` for the network, and `attention_rows(x, y, ctx,
+index)` for probing where chosen queries look (used by `MATEBITGenerator.probe_correspondence`, never by forward).
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matebit.config import ModelConfig
-from matebit.models.correspondence import (
-    attention_rows,
-    centred_unit,
-    masked_correspondence,
-    official_correspondence,
-)
-from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, l2_normalize, pono
+from matebit.models.correspondence import attention_rows, centred_unit, grid, masked_correspondence, tokens
+from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, pono
+
+
+@dataclass
+class BlockContext:
+    """What every block of one forward shares."""
+
+    structure: Tensor  # x_A at full size (B, C_A, H, W): the source of gamma and beta in Eq. 4
+    pos: Tensor  # positional code on the token grid, (1, C, h, w)
+    exemplar_small: Tensor  # y_B area-averaged to the token grid (B, 3, h, w), warped alongside V (Eq. 9)
 
 
 @dataclass
@@ -32,108 +37,88 @@ class BlockAux:
 
     warped: Tensor  # (B, 3, h, w) the exemplar warped by the block's correspondence (for Eq. 9)
     uncor_weight: Tensor  # (B, 1, h, w) weight of X_uncor: 1 - reliability, in [0, 1]
-    weights: Tensor | None = None  # (B, N, M) full attention matrix, on request
-    rows_masked: Tensor | None = None  # (B, P, M) correspondence of queried points, masked
-    rows_full: Tensor | None = None  # (B, P, M) and unmasked (Fig. 1)
 
 
-def _tokens(x: Tensor) -> Tensor:
-    return x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, hw, C)
+class _CosineAttention(nn.Module):
+    """Q from X_A, K and V from Y_B by 1x1 convs, the positional code added to both sides (Fig. 3d), and the
+    centred cosine of Eq. 1 over their tokens. Shared by the masked block and the full-correspondence block."""
 
+    mask: str  # "relu" (Eq. 2) or "none"
 
-def _grid(t: Tensor, h: int, w: int) -> Tensor:
-    return t.transpose(1, 2).reshape(t.shape[0], -1, h, w)
-
-
-class MATBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.kind = cfg.correspondence
-        self.mask = cfg.mask
+        c = cfg.feature_channels
         self.alpha = cfg.alpha
         self.impl = cfg.attention_impl
-        c = cfg.feature_channels
-        if self.kind == "official":
-            cq = c + cfg.official_pos_channels
-            self.to_q = nn.Conv2d(cq, cq, 1)
-            self.to_k = nn.Conv2d(cq, cq, 1)
-            self.to_v = nn.Conv2d(c, c, 1)
-            self.prune_q = nn.Conv2d(cq, cfg.official_prune_channels, 1)
-            self.prune_k = nn.Conv2d(cq, cfg.official_prune_channels, 1)
-        else:
-            self.to_q = nn.Conv2d(c, c, 1)
-            self.to_k = nn.Conv2d(c, c, 1)
-            self.to_v = nn.Conv2d(c, c, 1)
-        if self.kind != "full":
-            # Eq. 4: gamma and beta come from x_A.
-            self.modulate = SpatialModulation(c, cfg.structure_channels, cfg.spade_hidden)
-            if cfg.feed_forward == "adaconv":
-                order = "convnext" if self.kind == "official" else "paper"
-                self.feed_forward = AdaConv(c, cfg.adaconv_kernel, cfg.adaconv_expansion, order)
-            else:
-                self.feed_forward = FeedForward(c, cfg.adaconv_expansion)
+        self.min_tokens = cfg.fused_min_tokens
+        self.to_q = nn.Conv2d(c, c, 1)
+        self.to_k = nn.Conv2d(c, c, 1)
+        self.to_v = nn.Conv2d(c, c, 1)
 
-    def forward(self, x: Tensor, y: Tensor, structure: Tensor, pos: Tensor, exemplar_small: Tensor,
-                return_weights: bool = False, query_index: Tensor | None = None) -> tuple[Tensor, BlockAux]:
-        """x: query stream X (B, C, h, w); y: exemplar features Y_B; structure: x_A at full size;
-        pos: positional code; exemplar_small: y_B downsampled to (h, w), warped alongside V."""
-        b, _, h, w = x.shape
-        if self.kind == "official":
-            return self._forward_official(x, y, structure, pos, exemplar_small, return_weights, query_index)
+    def _project(self, x: Tensor, y: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.to_q(x + pos), self.to_k(y + pos), self.to_v(y)
 
-        # Q from X_A, K and V from Y_B by 1x1 convs; the positional code is added to both sides (Fig. 3d).
-        q = self.to_q(x + pos)
-        k = self.to_k(y + pos)
-        v = self.to_v(y)
-        qt, kt = centred_unit(_tokens(q)), centred_unit(_tokens(k))  # Eq. 1 operands
+    def _correspond(self, q: Tensor, k: Tensor, v: Tensor, exemplar_small: Tensor):
+        """Eqs. 1-3: (X_cor, warped exemplar, X_uncor weight), each on the (h, w) grid."""
+        b, _, h, w = q.shape
+        qt, kt = centred_unit(tokens(q)), centred_unit(tokens(k))  # Eq. 1 operands
         # The exemplar rides along as three extra value channels: one pass gives X_cor and the Eq. 9 warp.
-        values = torch.cat([_tokens(v), _tokens(exemplar_small.to(v.dtype))], dim=-1)
-        mask = "none" if self.kind == "full" else self.mask
-        corr = masked_correspondence(qt, kt, values, self.alpha, mask, self.impl, return_weights)
-        x_cor = _grid(corr.out[..., :-3], h, w)  # Eq. 3
-        warped = _grid(corr.out[..., -3:], h, w)
+        values = torch.cat([tokens(v), tokens(exemplar_small.to(v.dtype))], dim=-1)
+        corr = masked_correspondence(qt, kt, values, self.alpha, self.mask, self.impl, min_tokens=self.min_tokens)
+        x_cor = grid(corr.out[..., :-3], h, w)  # Eq. 3
+        warped = grid(corr.out[..., -3:], h, w)
         uncor = (1 - corr.reliability).clamp(0, 1).reshape(b, 1, h, w)
+        return x_cor, warped, uncor
 
-        if self.kind == "full":
-            # CoCosNet-style: the warped features replace MAT's aggregation; every match is trusted.
-            out = pono(x_cor + q)
+    def attention_rows(self, x: Tensor, y: Tensor, ctx: BlockContext, index: Tensor) -> dict[str, Tensor]:
+        """Rows (B, P, M) of the queried tokens: masked softmax(alpha ReLU(cos)), full softmax(alpha cos), and the
+        one this block aggregates with ("used")."""
+        q, k, _ = self._project(x, y, ctx.pos)
+        masked, full = attention_rows(centred_unit(tokens(q)), centred_unit(tokens(k)), self.alpha, index)
+        return {"masked": masked, "full": full, "used": masked if self.mask == "relu" else full}
+
+
+class MaskedMATBlock(_CosineAttention):
+    """The paper's MAT block: masked correspondence, reliability-adaptive aggregation, AdaConv (Eqs. 1-6).
+
+    `ModelConfig.mask="none"` is Table 2's "w/o ReLU": softmax over the unmasked cosine.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.mask = cfg.mask
+        c = cfg.feature_channels
+        # Eq. 4: gamma and beta come from x_A.
+        self.modulate = SpatialModulation(c, cfg.structure_channels, cfg.spade_hidden)
+        if cfg.feed_forward == "adaconv":
+            self.feed_forward = AdaConv(c, cfg.adaconv_kernel, cfg.adaconv_expansion, "paper")
         else:
-            # Eq. 4: normalise Q per channel over positions, then modulate it by gamma(x_A), beta(x_A).
-            q_norm = self.modulate(F.instance_norm(q), structure)
-            # Eq. 5 with a bounded weight. As printed, 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to
-            # h*w keys and leaves [0, 1] (it goes negative as soon as the cosines add up to more than 1).
-            # We use 1 - (share of the softmax mass on keys the ReLU kept): 1 where no key is reliable,
-            # 0 where the whole match is reliable. This is the released code's bounded form with the
-            # paper's ReLU mask in place of its learned one.
-            x_uncor = uncor * q_norm
-            x_agg = pono(x_cor + x_uncor + q)  # Eq. 6
-            out = self.feed_forward(x_agg) + x_agg  # X_MAT = AdaConv(X_agg) + X_agg
+            self.feed_forward = FeedForward(c, cfg.adaconv_expansion)
 
-        aux = BlockAux(warped=warped, uncor_weight=uncor, weights=corr.weights)
-        if query_index is not None:
-            aux.rows_masked, aux.rows_full = attention_rows(qt, kt, self.alpha, query_index)
-        return out, aux
+    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext) -> tuple[Tensor, BlockAux]:
+        """x: query stream X (B, C, h, w); y: exemplar features Y_B."""
+        q, k, v = self._project(x, y, ctx.pos)
+        x_cor, warped, uncor = self._correspond(q, k, v, ctx.exemplar_small)
+        # Eq. 4: normalise Q per channel over positions, then modulate it by gamma(x_A), beta(x_A).
+        q_norm = self.modulate(F.instance_norm(q), ctx.structure)
+        # Eq. 5 with a bounded weight. As printed, 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to
+        # h*w keys and leaves [0, 1] (it goes negative as soon as the cosines add up to more than 1).
+        # We use 1 - (share of the softmax mass on keys the ReLU kept): 1 where no key is reliable,
+        # 0 where the whole match is reliable. This is the released code's bounded form with the
+        # paper's ReLU mask in place of its learned one.
+        x_uncor = uncor * q_norm
+        x_agg = pono(x_cor + x_uncor + q)  # Eq. 6
+        out = self.feed_forward(x_agg) + x_agg  # X_MAT = AdaConv(X_agg) + X_agg
+        return out, BlockAux(warped=warped, uncor_weight=uncor)
 
-    def _forward_official(self, x, y, structure, pos, exemplar_small, return_weights, query_index):
-        b, _, h, w = x.shape
-        pos = pos.expand(b, -1, -1, -1)
-        q_in = torch.cat([l2_normalize(x), pos], dim=1)  # concatenated, not added (released code)
-        k_in = torch.cat([l2_normalize(y), pos], dim=1)
-        q, k, v = _tokens(self.to_q(q_in)), _tokens(self.to_k(k_in)), _tokens(self.to_v(y))
-        pq, pk = _tokens(self.prune_q(q_in)), _tokens(self.prune_k(k_in))
-        corr, warp_weights = official_correspondence(q, k, v, pq, pk, return_weights)
-        x_cor = _grid(corr.out, h, w)
-        warped = _grid(warp_weights @ _tokens(exemplar_small.to(v.dtype)), h, w)
-        uncor = (1 - corr.reliability).clamp(0, 1).reshape(b, 1, h, w)
-        x_uncor = uncor * self.modulate(pono(x), structure)  # released: PONO of the block input, not of Q
-        x_agg = pono(x_cor + x_uncor + x)  # released: adds X, not Q
-        out = self.feed_forward(x_agg) + x_agg
-        aux = BlockAux(warped=warped, uncor_weight=uncor, weights=corr.weights)
-        if query_index is not None:
-            # The official block has no cosine; show its scaled-dot-product attention for both panels.
-            qi = query_index.to(q.device).long()
-            qi = qi.unsqueeze(0).expand(b, -1) if qi.dim() == 1 else qi
-            rows = torch.gather(q, 1, qi.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
-            attn = torch.softmax((rows @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5, -1)
-            aux.rows_masked = aux.rows_full = attn
-        return out, aux
+
+class FullCorrespondenceBlock(_CosineAttention):
+    """Table 2's 'Full Corr.': CoCosNet-style, the warped features replace MAT's aggregation and every match is
+    trusted, so there is no X_uncor and no AdaConv."""
+
+    mask = "none"
+
+    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext) -> tuple[Tensor, BlockAux]:
+        q, k, v = self._project(x, y, ctx.pos)
+        x_cor, warped, uncor = self._correspond(q, k, v, ctx.exemplar_small)
+        return pono(x_cor + q), BlockAux(warped=warped, uncor_weight=uncor)

@@ -1,8 +1,8 @@
 """The fused correspondence agrees with the matrix reference (Eqs. 1-3 and the reliability of Eq. 5).
 
 On CPU: FlexAttention's eager path checks the score modifiers and the LSE plumbing (forward only: FlexAttention
-has no backward on CPU), and `_lse_form` checks that reliability = exp(LSE_reliable - LSE_all) holds for gradients
-too. On CUDA: the compiled kernel against the reference, forward and backward.
+has no backward on CPU), and `_lse_form` below checks that reliability = exp(LSE_reliable - LSE_all) holds for
+gradients too. On CUDA: the compiled kernel against the reference, forward and backward.
 """
 
 from __future__ import annotations
@@ -14,12 +14,36 @@ import torch
 
 from matebit.models import correspondence as corr_mod
 from matebit.models import fused
-from matebit.models.correspondence import centred_unit, masked_correspondence, masked_correspondence_reference
+from matebit.models.correspondence import (
+    Correspondence,
+    centred_unit,
+    masked_correspondence,
+    masked_correspondence_reference,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 needs_flex = pytest.mark.skipif(not fused.available(), reason="this torch has no FlexAttention")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _fused(*args, **kwargs) -> Correspondence:
+    return Correspondence(*fused.masked_correspondence_fused(*args, **kwargs))
+
+
+def _lse_form(q, k, v, alpha, mask="relu") -> Correspondence:
+    """The fused path's arithmetic with the matrix written out: differentiable on CPU, the oracle for the LSE
+    identity (forward and backward) that the kernel relies on."""
+    cos = q @ k.transpose(-1, -2)
+    cos = cos.to(torch.promote_types(cos.dtype, torch.float32))  # float64 stays float64 for exact checks
+    if mask == "none":
+        out = torch.softmax(alpha * cos, -1).to(v.dtype) @ v
+        return Correspondence(out, torch.ones(q.shape[:-1], dtype=q.dtype, device=q.device))
+    scores = alpha * torch.relu(cos)
+    lse_all = torch.logsumexp(scores, -1)
+    lse_rel = torch.logsumexp(torch.where(cos > 0, alpha * cos, torch.full_like(cos, -fused._BIG)), -1)
+    out = torch.exp(scores - lse_all.unsqueeze(-1)).to(v.dtype) @ v
+    return Correspondence(out, torch.exp(lse_rel - lse_all).to(q.dtype))
 
 
 def _inputs(b, n, m, c, cv, dead_rows=(), device="cpu", dtype=torch.float32):
@@ -43,7 +67,7 @@ def test_dead_rows_really_have_no_reliable_key():
 
 
 def test_applies_is_false_on_cpu():
-    q = torch.zeros(1, max(fused.MIN_TOKENS, 1), 4)
+    q = torch.zeros(1, fused.DEFAULT_MIN_TOKENS, 4)
     assert not fused.applies(q)
 
 
@@ -80,7 +104,7 @@ def test_flex_forward_matches_reference_on_cpu(shape, mask):
     b, n, m, c, cv = shape
     q, k, v = _inputs(b, n, m, c, cv, dead_rows=(0, n - 1))
     ref = masked_correspondence_reference(q, k, v, 100.0, mask)
-    got = fused.masked_correspondence_fused(q, k, v, 100.0, mask, compiled=False)
+    got = _fused(q, k, v, 100.0, mask, compiled=False)
     assert got.out.shape == (b, n, cv) and got.reliability.shape == (b, n)
     torch.testing.assert_close(got.out, ref.out, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got.reliability, ref.reliability, atol=1e-5, rtol=1e-4)
@@ -95,7 +119,7 @@ def test_flex_forward_matches_reference_on_cpu(shape, mask):
                            "(set MATEBIT_SLOW_TESTS=1 to run); compiled CPU flex returns no LSE, so mask='none' only")
 def test_compiled_flex_forward_on_cpu_unmasked():
     q, k, v = _inputs(2, 64, 64, 32, 35)
-    got = fused.masked_correspondence_fused(q, k, v, 100.0, "none")
+    got = _fused(q, k, v, 100.0, "none")
     ref = masked_correspondence_reference(q, k, v, 100.0, "none")
     torch.testing.assert_close(got.out, ref.out, atol=1e-5, rtol=1e-4)
 
@@ -123,7 +147,7 @@ def test_lse_identity_forward_and_backward_float64(shape, alpha):
     q, k, v = _inputs(b, n, m, c, cv, dead_rows=(2,), dtype=torch.float64)
     w_out, w_rel = torch.randn(b, n, cv, dtype=torch.float64), torch.randn(b, n, dtype=torch.float64)
     ref, ref_g = _grads(lambda *t: _softmax_form(*t, alpha), q, k, v, w_out, w_rel)
-    got, got_g = _grads(lambda *t: fused._lse_form(*t, alpha), q, k, v, w_out, w_rel)
+    got, got_g = _grads(lambda *t: _lse_form(*t, alpha), q, k, v, w_out, w_rel)
     torch.testing.assert_close(got.out, ref.out, atol=1e-10, rtol=1e-9)
     torch.testing.assert_close(got.reliability, ref.reliability, atol=1e-12, rtol=1e-9)
     for g_got, g_ref in zip(got_g, ref_g):
@@ -135,7 +159,7 @@ def test_lse_form_matches_project_reference_in_float32(alpha):
     q, k, v = _inputs(2, 30, 21, 16, 19, dead_rows=(2,))
     w_out, w_rel = torch.randn(2, 30, 19), torch.randn(2, 30)
     ref, ref_g = _grads(lambda *t: masked_correspondence_reference(*t, alpha), q, k, v, w_out, w_rel)
-    got, got_g = _grads(lambda *t: fused._lse_form(*t, alpha), q, k, v, w_out, w_rel)
+    got, got_g = _grads(lambda *t: _lse_form(*t, alpha), q, k, v, w_out, w_rel)
     torch.testing.assert_close(got.out, ref.out, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got.reliability, ref.reliability, atol=1e-6, rtol=1e-4)
     # exp(score - LSE) with scores near alpha loses ~alpha * 6e-8 relative in float32 (the softmax form
@@ -148,7 +172,7 @@ def test_lse_form_matches_project_reference_in_float32(alpha):
 def test_lse_form_rows_without_reliable_key_give_zero_and_finite_gradients():
     q, k, v = _inputs(1, 4, 6, 8, 3, dead_rows=(0, 1, 2, 3))  # no query has a reliable key
     q.requires_grad_()
-    res = fused._lse_form(q, k, v, 100.0)
+    res = _lse_form(q, k, v, 100.0)
     assert (res.reliability == 0).all()
     res.reliability.sum().backward()
     assert torch.isfinite(q.grad).all() and (q.grad == 0).all()
@@ -161,8 +185,8 @@ def test_lse_form_rows_without_reliable_key_give_zero_and_finite_gradients():
 @needs_cuda
 @needs_flex
 def test_applies_on_cuda_from_min_tokens():
-    assert fused.applies(torch.zeros(1, fused.MIN_TOKENS, 8, device="cuda"))
-    assert not fused.applies(torch.zeros(1, fused.MIN_TOKENS - 1, 8, device="cuda"))
+    assert fused.applies(torch.zeros(1, 4096, 8, device="cuda"), min_tokens=4096)
+    assert not fused.applies(torch.zeros(1, 4095, 8, device="cuda"), min_tokens=4096)
 
 
 @needs_cuda
@@ -175,7 +199,7 @@ def test_fused_matches_reference_on_cuda_forward_and_backward(shape, mask):
     w_out = torch.randn(b, n, cv, device="cuda")
     w_rel = torch.randn(b, n, device="cuda")
     ref, ref_g = _grads(lambda *t: masked_correspondence_reference(*t, 100.0, mask), q, k, v, w_out, w_rel)
-    got, got_g = _grads(lambda *t: fused.masked_correspondence_fused(*t, 100.0, mask), q, k, v, w_out, w_rel)
+    got, got_g = _grads(lambda *t: _fused(*t, 100.0, mask), q, k, v, w_out, w_rel)
     torch.testing.assert_close(got.out, ref.out, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(got.reliability, ref.reliability, atol=1e-4, rtol=1e-3)
     for g_got, g_ref in zip(got_g, ref_g):
@@ -188,7 +212,7 @@ def test_fused_matches_reference_on_cuda_forward_and_backward(shape, mask):
 def test_fused_bf16_forward_close_to_fp32_reference():
     q, k, v = _inputs(2, 1024, 1024, 512, 515, dead_rows=(3,), device="cuda")
     ref = masked_correspondence_reference(q, k, v, 100.0)
-    got = fused.masked_correspondence_fused(q.bfloat16(), k.bfloat16(), v.bfloat16(), 100.0)
+    got = _fused(q.bfloat16(), k.bfloat16(), v.bfloat16(), 100.0)
     assert torch.isfinite(got.out).all()
     # bf16 cosines are off by ~4e-3; times alpha = 100 that moves the weights, so compare loosely.
     assert (got.out.float() - ref.out).abs().mean() < 0.05

@@ -45,10 +45,11 @@ def test_every_preset_builds_and_runs(name):
     cfg = model_preset(name, **{k: v for k, v in tiny.items() if k not in MODEL_PRESETS[name]})
     g, d = MATEBITGenerator(cfg), MultiscaleDiscriminator(cfg)
     s, e = _inputs(b=1, h=32, w=32)
-    out = g(s, e, query_index=torch.tensor([0, 3]))
+    probe = g.probe_correspondence(s, e, query_index=torch.tensor([0, 3]))
+    out = probe.output
     assert out.image.shape == (1, 3, 32, 32)
     assert len(out.warped) == cfg.n_mat_blocks
-    assert len(out.rows_masked) == cfg.n_mat_blocks
+    assert len(probe.blocks) == cfg.n_mat_blocks
     logits = d(s, out.image)
     assert len(logits) == cfg.d_scales and logits[0][-1].shape[1] == 1
 
@@ -102,12 +103,24 @@ def test_spectral_norm_policies():
     assert all_sn == convs and 0 < official < all_sn and none == 0
 
 
-def test_query_rows_agree_with_the_attention_matrix():
-    g = MATEBITGenerator(model_preset("tiny")).eval()
+@pytest.mark.parametrize("kind", ["masked", "no-relu", "full", "official"])
+def test_query_rows_agree_with_the_whole_matrix_and_probing_leaves_the_output_alone(kind):
+    over = {"masked": {}, "no-relu": {"mask": "none"}, "full": {"correspondence": "full"},
+            "official": {"correspondence": "official"}}[kind]
+    g = MATEBITGenerator(model_preset("tiny", **over)).eval()
     s, e = _inputs(b=1)
     idx = torch.tensor([0, 17, 63])
-    out = g(s, e, return_attention=True, query_index=idx)
-    for att, rows in zip(out.attention, out.rows_masked):
-        torch.testing.assert_close(rows, att[:, idx], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        whole = g.probe_correspondence(s, e)  # every token: (B, N, M)
+        rows = g.probe_correspondence(s, e, query_index=idx)
+        plain = g(s, e)
+    torch.testing.assert_close(rows.output.image, plain.image)
+    for b in range(len(g.blocks)):
+        for which in ("masked", "full", "used"):
+            assert whole.rows(which, b).shape == (1, 64, 64)
+            torch.testing.assert_close(rows.rows(which, b), whole.rows(which, b)[:, idx], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(rows.rows(which, b).sum(-1), torch.ones(1, 3), atol=1e-4, rtol=0)
+    used_is = {"masked": "masked", "no-relu": "full", "full": "full", "official": "masked"}[kind]
+    torch.testing.assert_close(rows.rows("used"), rows.rows(used_is))
     xy = torch.tensor([[4.0, 4.0], [63.0, 63.0]])
     assert g.point_to_token(xy, 64, 64).tolist() == [0, 63]
