@@ -1,6 +1,6 @@
-"""`matebit serve`: a local Gradio web demo of a trained model.
+"""The web demo of a trained model: upload checks, handlers and the Gradio page (`matebit serve` launches it).
 
-    matebit serve --model runs/celeba/final          # http://127.0.0.1:7860
+    matebit serve --model runs/celeba/final          # http://127.0.0.1:7860 (matebit/commands/serve.py)
     matebit serve                                    # the model `matebit demo` trained (matebit-demo/run/model)
 
 The page takes a structure map (uploaded, drawn on a sketch pad, or made from a photo with a converter) and an
@@ -17,18 +17,14 @@ What protects the server:
 * everything gradio writes goes to a private temporary folder that is removed at exit;
 * one translation runs at a time, with a bounded queue.
 
-The logic lives in `ServeApp` (plain methods, testable without a browser); `build_ui` wires it to gradio.
+The logic lives in `ServeApp` (plain methods, testable without a browser); `build_ui` wires it to gradio. The
+server's own protections (address, temporary folder, offline environment) are set up by `matebit serve`.
 """
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import functools
 import os
-import shutil
-import signal
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +33,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from matebit.errors import InputError
+from matebit.errors import ImageInputError, InputError, UploadRefused
+from matebit.io import list_images, open_image
 
-DEFAULT_MODEL_DIR = Path("matebit-demo/run/model")  # where `matebit demo` (default --out) saves its model
 PHOTO_CONVERTERS = ("canny", "hed", "landmarks")  # "pose" takes keypoints, not photos
-
-
-class UploadRefused(InputError):
-    """An upload the server will not use; the message is meant for the page, as is."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +61,6 @@ def check_upload(path: str | os.PathLike | None, label: str, limits: Limits,
     `upload_root`: when given, the file must lie inside it (gradio's upload folder), so a path sent by a
     client can never make the server read anything else.
     """
-    from matebit.inference import ImageInputError, open_image
-
     if path is None:
         raise UploadRefused(f"{label}: nothing uploaded yet.")
     p = Path(path)
@@ -236,8 +226,6 @@ class ServeApp:
         return self.open(upload_path, "Structure map")
 
     def translate(self, structure: Image.Image, exemplar_path: Any) -> Translation:
-        from matebit.inference import ImageInputError
-
         exemplar = fit_side(self.open(exemplar_path, "Exemplar").convert("RGB"), self.limits.work_side)
         structure = fit_side(structure, self.limits.work_side)
         try:
@@ -266,8 +254,7 @@ class ServeApp:
 
 
 def _images_in(folder: Path, limit: int = 6) -> list[Path]:
-    exts = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))[:limit]
+    return list_images(folder)[:limit]
 
 
 def find_examples(model_dir: Path, examples: str | os.PathLike | None) -> Path | None:
@@ -464,90 +451,3 @@ def build_ui(app: ServeApp, structure_examples: list[str] = (), exemplar_example
         clicked.select(refusing(on_click, evt=gr.SelectData), [pair], [clicked, heat_masked, heat_full, hint], concurrency_limit=1)
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The command
-
-
-def offline_environment(temp_dir: str | os.PathLike) -> None:
-    """Environment for gradio, set before it is imported: no telemetry or hub calls, files under temp_dir."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ["GRADIO_TEMP_DIR"] = str(temp_dir)
-    os.environ["GRADIO_SHARE"] = "False"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    os.environ["GRADIO_RUN_HISTORY"] = "False"
-
-
-def private_temp_dir() -> Path:
-    """A 0700 folder for everything gradio writes, removed when the process exits."""
-    path = Path(tempfile.mkdtemp(prefix="matebit-serve-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-def resolve_model_dir(model: str | None) -> Path:
-    if model:
-        return Path(model)
-    if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return DEFAULT_MODEL_DIR
-    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model DIR (a folder written by "
-                     f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
-                                                       f"demo`)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
-    parser.add_argument("--max-pixels", type=int, default=16_000_000,
-                        help="largest image in pixels, checked before decoding (default 16,000,000)")
-    parser.add_argument("--work-side", type=int, default=256,
-                        help="inputs are downscaled to this longer side before translating (default 256)")
-    parser.add_argument("--examples", metavar="DIR",
-                        help="examples to offer: a folder of exemplar photos, or a data set with images/ and "
-                             "structure/ (default: the demo's data beside a demo model, else scikit-image photos)")
-
-
-def main(args: argparse.Namespace) -> int:
-    model_dir = resolve_model_dir(args.model)
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < 16:
-        raise InputError("--max-upload-mb and --max-pixels must be positive and --work-side at least 16")
-    if args.examples is not None and not Path(args.examples).is_dir():
-        raise InputError(f"--examples {args.examples}: not a folder")
-    temp_dir = private_temp_dir()
-    offline_environment(temp_dir)
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise InputError("the web demo needs gradio: pip install 'matebit[app]'") from None
-    from matebit.inference import Translator
-
-    translator = Translator.from_pretrained(model_dir, device=args.device)
-    limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
-                    work_side=args.work_side)
-    app = ServeApp(translator, limits, upload_root=temp_dir)
-    structures, exemplars = write_examples(temp_dir / "examples", find_examples(model_dir, args.examples),
-                                           args.work_side)
-    demo = build_ui(app, structures, exemplars)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"matebit serve: warning: binding to {args.host}; anyone who can reach it can use the demo")
-    print(f"matebit serve: model {model_dir} on {translator.device}; temporary files in {temp_dir}")
-    # SIGTERM ends the server like Ctrl-C does, so the temporary folder is removed either way.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
-                    max_file_size=limits.max_bytes, show_error=False, footer_links=[], run_history=False,
-                    ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

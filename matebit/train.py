@@ -1,6 +1,6 @@
 """Train MATEBIT: one process, or many with DDP.
 
-    matebit train --preset paper --data DATA --out runs/celeba
+    matebit train --preset paper --data DATA --out runs/celeba      (matebit/commands/train.py)
     torchrun --nproc_per_node 4 -m matebit train --preset paper --data DATA --out runs/celeba
 
 Every iteration: one generator step with every loss of the chosen recipe (Sec. 3.4, Eq. 14), then one
@@ -11,9 +11,7 @@ continues exactly where the checkpoint left off (same data order, same queue, sa
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import random
 import time
@@ -27,8 +25,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
-from matebit.config import ExperimentConfig, apply_overrides, experiment_preset, from_json, to_dict, to_json
-from matebit.errors import MatebitError, first_line
+from matebit.config import ExperimentConfig, from_json, to_dict, to_json
+from matebit.errors import TrainingError, first_line
 from matebit.losses import (
     StyleQueue,
     align_loss,
@@ -45,10 +43,6 @@ from matebit.losses import (
     vgg_feature_matching_loss,
 )
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
-
-
-class TrainingError(MatebitError):
-    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run, ...)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -600,45 +594,3 @@ def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = F
             bar.close()
         log.close()
     return trainer
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="paper", help="model and loss preset (see `matebit info`)")
-    p.add_argument("--data", required=True, help="data folder: images/, structure/, optional pairs.txt")
-    p.add_argument("--out", required=True, help="run folder for checkpoints, logs and the final model")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.batch_size=8 --set model.n_mat_blocks=2")
-    p.add_argument("--config", help="a config.json to start from instead of a preset")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--perceptual", choices=["vgg19", "hed-vgg16"],
-                   help="perceptual network; hed-vgg16 is a named offline substitute for VGG19")
-    p.add_argument("--vgg19-path", help="path to torchvision's vgg19-dcbb9e9d.pth if it is not in the hub cache")
-    p.add_argument("--workers", type=int, help="data loader worker processes")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.config:
-        path = Path(args.config)
-        cfg = from_json(ExperimentConfig, path.read_text(), where=str(path))
-    else:
-        cfg = experiment_preset(args.preset)
-    overrides = list(args.overrides)
-    if args.perceptual:
-        overrides.append(f"loss.perceptual_network={args.perceptual}")
-    if args.vgg19_path:
-        overrides.append(f"loss.vgg19_path={args.vgg19_path}")
-    cfg = apply_overrides(cfg, overrides)
-    main_rank = True
-    try:
-        train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers)
-        main_rank = is_main()  # asked before the process group is gone
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if main_rank:
-        print(f"done: model in {Path(args.out) / 'model'}, logs in {args.out}")
-    return 0

@@ -7,9 +7,6 @@ from safetensors.torch import load_file, save_file
 
 from matebit.checkpoint import (
     CheckpointError,
-    atomic_directory,
-    atomic_write,
-    atomic_write_bytes,
     load_pretrained,
     load_tensors,
     save_pretrained,
@@ -35,46 +32,6 @@ def _copy(folder, tmp_path):
     for f in folder.iterdir():
         (dst / f.name).write_bytes(f.read_bytes())
     return dst
-
-
-# -- atomic writes ---------------------------------------------------------------------------------------------
-
-
-def test_atomic_write_replaces_and_keeps_old_on_failure(tmp_path):
-    target = tmp_path / "f.bin"
-    atomic_write_bytes(target, b"old")
-
-    def fail(tmp):
-        tmp.write_bytes(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, fail)
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]  # no temp file left
-    atomic_write_bytes(target, b"new")
-    assert target.read_bytes() == b"new"
-
-
-def test_atomic_write_names_target_when_folder_unusable(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError, match="file/out.bin: cannot write"):
-        atomic_write_bytes(tmp_path / "file" / "out.bin", b"x")
-
-
-def test_atomic_directory(tmp_path):
-    target = tmp_path / "d"
-    with atomic_directory(target) as tmp:
-        (tmp / "a").write_text("1")
-    with pytest.raises(ValueError):
-        with atomic_directory(target) as tmp:
-            (tmp / "a").write_text("2")
-            raise ValueError("boom")
-    assert (target / "a").read_text() == "1"
-    with atomic_directory(target) as tmp:
-        (tmp / "b").write_text("3")
-    assert sorted(p.name for p in target.iterdir()) == ["b"]  # replaced as a whole
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no leftovers
 
 
 # -- tensor files ----------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Every converter takes one image (PIL, array or path) and returns a PIL map: 'L' 
 black for edges/sketches, 'RGB' for the pose skeleton. ``convert_folder`` runs one over a folder.
 """
 
-from ._common import ConvertError, MissingDependencyError
+from matebit.errors import ConvertError, MissingDependencyError
+
 from .canny import canny, canny_edges
 from .folder import CONVERTERS, FolderReport, convert_folder
 from .hed import hed, hed_probability

@@ -1,29 +1,18 @@
-"""Shared plumbing for the structure-map converters: image input, atomic PNG output, errors."""
+"""Shared plumbing for the structure-map converters: image input, atomic PNG output, sizes."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from matebit.errors import InputError, MatebitError
+from matebit.errors import ConvertError, MissingDependencyError
+from matebit.io import atomic_write, open_image
 
 ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class ConvertError(InputError):
-    """Bad input for a converter (unreadable file, no face found, malformed JSON...)."""
-
-
-class MissingDependencyError(MatebitError, ImportError):
-    """An optional extra is not installed; the message carries the pip command."""
 
 
 def require(module: str, what: str, extra: str):
@@ -40,15 +29,8 @@ def require(module: str, what: str, extra: str):
 
 def read_image(path: Union[str, os.PathLike]) -> Image.Image:
     """Open an image file fully (so errors surface here, naming the file) as RGB."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb(im)
-    except FileNotFoundError:
-        raise ConvertError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ConvertError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+    # No EXIF rotation: maps keep the stored pixel grid of the photos they are paired with in a data set.
+    return _to_rgb(open_image(path, transpose_exif=False, error=ConvertError))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -99,32 +81,16 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
     raise TypeError(f"unsupported image dtype {arr.dtype}")
 
 
-@contextlib.contextmanager
-def atomic_file(path: Union[str, os.PathLike], mode: str = "wb"):
-    """Open a temp file next to `path` and rename it onto `path` only if the block succeeds:
-    readers never see a partial file, and a failure (or Ctrl-C) leaves no temp file behind."""
+def save_png_atomic(image: Image.Image, path: Union[str, os.PathLike]) -> Path:
+    """Write a PNG atomically (`matebit.io.atomic_write`), making its folder first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG")
 
-def save_png_atomic(image: Image.Image, path: Union[str, os.PathLike]) -> Path:
-    """Write a PNG atomically (see :func:`atomic_file`)."""
-    with atomic_file(path) as fh:
-        image.save(fh, format="PNG")
-    return Path(path)
+    return atomic_write(path, write)
 
 
 def parse_size(size) -> tuple[int, int]:

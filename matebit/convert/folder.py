@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
-from ._common import IMAGE_EXTENSIONS, ConvertError, save_png_atomic
+from matebit.errors import ConvertError
+from matebit.io import IMAGE_EXTENSIONS
+
+from ._common import save_png_atomic
 from .canny import canny
 from .hed import hed
 from .landmarks import landmarks

@@ -13,7 +13,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from ._common import ImageLike, MissingDependencyError, as_rgb_array
+from matebit.errors import MissingDependencyError
+from matebit.io import from_uint8
+
+from ._common import ImageLike, as_rgb_array
 
 
 @functools.lru_cache(maxsize=2)
@@ -44,7 +47,7 @@ def hed_probability(
     rgb = as_rgb_array(image)
     h, w = rgb.shape[:2]
     model = _load(str(weights) if weights else None, str(device))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    x = from_uint8(rgb)[None]
     if max_side is not None and max(h, w) > max_side:
         s = max_side / max(h, w)
         x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",

@@ -2,14 +2,13 @@
 
 The paper (Sec. 4): "we connect the face landmarks for face region, and use Canny edge detector to
 detect edges in the background". The released code instead draws CelebAMask-HQ parsing boundaries
-(official-code-spec.md section 4); we follow the paper, since parsing masks are not available for new
+(from the data set's parsing masks); we follow the paper, since parsing masks are not available for new
 photos. Landmarks come from dlib's 68-point predictor (iBUG 300-W indexing).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,7 +16,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ._common import ConvertError, ImageLike, as_rgb_array, parse_size, require
+from matebit.errors import ConvertError, MissingDependencyError
+from matebit.io import package_data_file
+
+from ._common import ImageLike, as_rgb_array, parse_size, require
 from .canny import canny_edges
 
 # iBUG 68-point groups, 0-based: (first, last inclusive, closed polygon?)
@@ -84,12 +86,9 @@ def predictor_model_path() -> Path:
     Found via the import machinery without importing the package: its __init__ needs
     pkg_resources, which recent setuptools no longer ships.
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            cand = Path(loc) / "models" / _MODEL_NAME
-            if cand.is_file():
-                return cand
+    found = package_data_file("face_recognition_models", "models", _MODEL_NAME)
+    if found is not None:
+        return found
     # Debian's libdlib-data ships the same file.
     debian = Path("/usr/share/dlib") / _MODEL_NAME
     if debian.is_file():
@@ -103,8 +102,6 @@ def _load_dlib(predictor_path: str | None):
     try:
         path = str(predictor_path) if predictor_path else str(predictor_model_path())
     except ImportError as exc:
-        from ._common import MissingDependencyError
-
         raise MissingDependencyError(str(exc)) from None
     if not os.path.isfile(path):
         raise ConvertError(f"{path}: landmark model file not found")

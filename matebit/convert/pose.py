@@ -1,6 +1,6 @@
 """OpenPose keypoints -> the coloured COCO-18 limb skeleton used as DeepFashion-style input.
 
-Rendering follows the released DeepFashion loader (official-code-spec.md section 4): joints as filled
+Rendering follows the DeepFashion data loader of the released code: joints as filled
 dots, then each of the first 17 COCO-18 limbs as a filled ellipse blended 60 % over the canvas, in the
 usual 18 OpenPose colours. Input is OpenPose's JSON (`pose_keypoints_2d`, BODY_25 or COCO-18) instead
 of the Drive candidate/subset txt files, which users cannot produce themselves.
@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ._common import ConvertError, parse_size
+from matebit.errors import ConvertError
+
+from ._common import parse_size
 
 COCO18_NAMES = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",

@@ -17,7 +17,10 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from ._common import IMAGE_EXTENSIONS, ConvertError, MissingDependencyError, atomic_file, read_image
+from matebit.errors import ConvertError, MissingDependencyError
+from matebit.io import IMAGE_EXTENSIONS, atomic_write_bytes, from_uint8
+
+from ._common import read_image
 
 # An extractor maps a batch of RGB PIL images to an (N, D) array-like of features.
 Extractor = Callable[[Sequence[Image.Image]], "np.ndarray"]
@@ -68,7 +71,7 @@ class TorchFeatureExtractor:
         s = self.image_size
         # Squash to a square like the training loader does (resize, no crop): the whole image counts.
         batch = np.stack([np.asarray(im.convert("RGB").resize((s, s), Image.BICUBIC)) for im in images])
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        x = from_uint8(batch)
         with torch.inference_mode():
             feats = _pool_output(self.module(x.to(self.device)))
         return feats.float().cpu().numpy()
@@ -242,9 +245,9 @@ def retrieve(
 def write_pairs(pairs: dict[str, Sequence[str]], path: Union[str, os.PathLike]) -> Path:
     """Write the pairs file atomically, one line per query, sorted by stem."""
     text = "".join(f"{stem} {' '.join(pairs[stem])}\n" for stem in sorted(pairs))
-    with atomic_file(path, "w") as fh:
-        fh.write(text)
-    return Path(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def read_pairs(path: Union[str, os.PathLike]) -> dict[str, list[str]]:

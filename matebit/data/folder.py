@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import DataError
+from matebit.errors import DataError, first_line
+from matebit.io import DATASET_EXTENSIONS, from_uint8, open_image, read_npy
+
 from .warp import WarpConfig, random_warp
 
-__all__ = ["DataConfig", "PairedFolderDataset", "IMAGE_EXTS", "load_image", "load_structure"]
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+__all__ = ["DataConfig", "PairedFolderDataset", "load_image", "load_structure"]
 
 
 @dataclass
@@ -51,13 +51,13 @@ class DataConfig:
             self.size = tuple(self.size)
         hw = self.hw
         if len(hw) != 2 or min(hw) < 8:
-            raise ValueError(f"DataConfig.size must be an int or (h, w) of at least 8, got {self.size!r}")
+            raise DataError(f"DataConfig.size must be an int or (h, w) of at least 8, got {self.size!r}")
         if self.structure_channels < 1:
-            raise ValueError(f"DataConfig.structure_channels must be >= 1, got {self.structure_channels}")
+            raise DataError(f"DataConfig.structure_channels must be >= 1, got {self.structure_channels}")
         if not 0.0 <= self.exemplar_rate <= 1.0:
-            raise ValueError(f"DataConfig.exemplar_rate is a probability, got {self.exemplar_rate}")
+            raise DataError(f"DataConfig.exemplar_rate is a probability, got {self.exemplar_rate}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise DataError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -79,9 +79,16 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({first_line(e)})") from None
+
+
 def _read_list(path: Path) -> list[str]:
     out = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             out.append(line.split()[0])
@@ -90,21 +97,18 @@ def _read_list(path: Path) -> list[str]:
 
 def load_image(path: Path) -> torch.Tensor:
     """RGB file -> (3, H, W) float in [-1, 1]."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable image ({e})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return from_uint8(np.asarray(_open(path).convert("RGB"), dtype=np.uint8))
+
+
+def _open(path: Path) -> Image.Image:
+    # No EXIF rotation: a structure map is pixel-aligned with its image as stored.
+    return open_image(path, transpose_exif=False, error=DataError)
 
 
 def load_structure(path: Path, channels: int, hw: tuple[int, int] | None = None) -> torch.Tensor:
     """Structure map file -> (C, H, W) float in [0, 1]; checks channels, finiteness, range and size `hw`."""
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"{path}: unreadable .npy ({e})") from None
+        arr = read_npy(path, error=DataError)
         if arr.dtype == np.bool_:
             arr = arr.astype(np.float32)
         elif arr.dtype == np.uint8:
@@ -135,13 +139,8 @@ def load_structure(path: Path, channels: int, hw: tuple[int, int] | None = None)
     else:
         if channels not in (1, 3):
             raise DataError(f"{path}: a PNG map gives 1 or 3 channels, structure_channels={channels} needs .npy")
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"{path}: unreadable image ({e})") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        t = torch.from_numpy(arr.copy()).float().div(255.0)
+        arr = np.asarray(_open(path).convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        t = from_uint8(arr, low=0.0).contiguous()
     if hw is not None and tuple(t.shape[1:]) != tuple(hw):
         raise DataError(f"{path}: size {t.shape[2]}x{t.shape[1]} does not match image {hw[1]}x{hw[0]}")
     return t
@@ -167,7 +166,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         for d in (root, img_dir, st_dir):
             if not d.is_dir():
                 raise DataError(f"{d}: folder not found")
-        self.images = _scan(img_dir, IMAGE_EXTS)
+        self.images = _scan(img_dir, DATASET_EXTENSIONS)
         self.structures = _scan(st_dir, (".png", ".npy"))
         if not self.images:
             raise DataError(f"{img_dir}: no .png/.jpg images")
@@ -204,7 +203,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         if not path.is_file():
             return {}
         pairs: dict[str, list[str]] = {}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(_read_text(path).splitlines(), 1):
             toks = line.split("#", 1)[0].split()
             if not toks:
                 continue

@@ -11,12 +11,12 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from matebit.errors import InputError, MissingPathError
+from matebit.io import DATASET_EXTENSIONS, JPEG_EXTENSIONS, from_uint8, open_image, read_npy
+
 __all__ = ["EvalSet", "Landmarks", "load_image", "load_label_map", "load_landmarks", "to_tensor"]
 
 ImageLike = Union[str, Path, np.ndarray]
-_PNG = {".png"}
-_JPEG = {".jpg", ".jpeg"}
-_IMAGE_EXTS = _PNG | _JPEG
 
 
 @dataclass
@@ -31,40 +31,29 @@ class Landmarks:
 def load_image(item: ImageLike) -> np.ndarray:
     """uint8 (H, W, 3) RGB from a path or an array (grey arrays are repeated to three channels)."""
     if isinstance(item, (str, Path)):
-        from PIL import Image
-
-        try:
-            with Image.open(item) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{item}: cannot read image ({e})") from None
-        return arr
+        # No EXIF rotation: outputs, targets and label maps are compared pixel by pixel as stored.
+        return np.asarray(open_image(item, transpose_exif=False).convert("RGB"))
     arr = np.asarray(item)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"image array has shape {arr.shape}; expected (H, W, 3) or (H, W)")
+        raise InputError(f"image array has shape {arr.shape}; expected (H, W, 3) or (H, W)")
     if arr.dtype != np.uint8:
-        raise ValueError(f"image array has dtype {arr.dtype}; expected uint8")
+        raise InputError(f"image array has dtype {arr.dtype}; expected uint8")
     return arr
 
 
 def load_label_map(item: ImageLike) -> np.ndarray:
     """int64 (H, W) label map; files are read as single-channel images (each grey value is one class)."""
     if isinstance(item, (str, Path)):
-        from PIL import Image
-
-        try:
-            with Image.open(item) as im:
-                arr = np.asarray(im.convert("L") if im.mode not in ("L", "P", "I", "I;16") else im)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{item}: cannot read label map ({e})") from None
+        im = open_image(item, transpose_exif=False)
+        arr = np.asarray(im.convert("L") if im.mode not in ("L", "P", "I", "I;16") else im)
     else:
         arr = np.asarray(item)
     if arr.ndim == 3 and arr.shape[2] in (1, 3):
         arr = arr[:, :, 0]
     if arr.ndim != 2:
-        raise ValueError(f"label map has shape {arr.shape}; expected (H, W)")
+        raise InputError(f"label map has shape {arr.shape}; expected (H, W)")
     return arr.astype(np.int64)
 
 
@@ -76,7 +65,7 @@ def load_landmarks(item: Union[str, Path, np.ndarray, Landmarks], size: tuple[in
     if isinstance(item, (str, Path)):
         p = Path(item)
         if p.suffix == ".npy":
-            pts = np.load(p)
+            pts = read_npy(p, error=InputError)
         else:
             try:
                 d = json.loads(p.read_text(encoding="utf-8"))
@@ -84,22 +73,22 @@ def load_landmarks(item: Union[str, Path, np.ndarray, Landmarks], size: tuple[in
                 size = (int(d["size"][0]), int(d["size"][1]))
                 template = str(d.get("template", ""))
             except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-                raise ValueError(f"{p}: not a landmark file with 'size' and 'points' ({e})") from None
+                raise InputError(f"{p}: not a landmark file with 'size' and 'points' ({e})") from None
             if pts.ndim != 2 or pts.shape[1] != 2:
-                raise ValueError(f"{p}: 'points' must be a list of [x, y] pairs")
+                raise InputError(f"{p}: 'points' must be a list of [x, y] pairs")
             return Landmarks(pts, size, template)
     else:
         pts = np.asarray(item, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"landmarks have shape {pts.shape}; expected (P, 2)")
+        raise InputError(f"landmarks have shape {pts.shape}; expected (P, 2)")
     if size is None:
-        raise ValueError("landmarks given as an array need the image size (width, height)")
+        raise InputError("landmarks given as an array need the image size (width, height)")
     return Landmarks(pts.astype(np.float64), (int(size[0]), int(size[1])))
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Stack uint8 (H, W, 3) arrays into a float (B, 3, H, W) tensor in [-1, 1], resized (bilinear) if asked."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    x = from_uint8(np.stack(images))
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if tuple(x.shape[-2:]) != hw:
@@ -148,7 +137,7 @@ class EvalSet:
         """Caveats that travel with every result (e.g. JPEG inputs, which shift FID)."""
         out = []
         for f in ("outputs", "exemplars", "structures", "targets"):
-            if any(isinstance(x, (str, Path)) and Path(x).suffix.lower() in _JPEG for x in getattr(self, f)):
+            if any(isinstance(x, (str, Path)) and Path(x).suffix.lower() in JPEG_EXTENSIONS for x in getattr(self, f)):
                 out.append(f"{f} include JPEG files")
         return out
 
@@ -160,18 +149,19 @@ class EvalSet:
         root = Path(root)
         out_dir = root / "outputs"
         if not out_dir.is_dir():
-            raise FileNotFoundError(f"{out_dir}: missing; expected generated images in outputs/")
-        outs = {p.stem: p for p in sorted(out_dir.iterdir()) if p.suffix.lower() in _IMAGE_EXTS}
+            raise MissingPathError(f"{out_dir}: missing; expected generated images in outputs/")
+        outs = {p.stem: p for p in sorted(out_dir.iterdir()) if p.suffix.lower() in DATASET_EXTENSIONS}
         if not outs:
-            raise ValueError(f"{out_dir}: no PNG images")
-        jpeg = [p.name for p in outs.values() if p.suffix.lower() in _JPEG]
+            raise InputError(f"{out_dir}: no PNG images")
+        jpeg = [p.name for p in outs.values() if p.suffix.lower() in JPEG_EXTENSIONS]
         if jpeg and not allow_jpeg_outputs:
-            raise ValueError(f"{out_dir / jpeg[0]}: generated samples must be PNG (JPEG compression shifts FID); "
+            raise InputError(f"{out_dir / jpeg[0]}: generated samples must be PNG (JPEG compression shifts FID); "
                              "pass allow_jpeg_outputs=True to evaluate them anyway")
         stems = sorted(outs)
         kw: dict[str, list] = {"outputs": [outs[s] for s in stems]}
-        for name, exts in (("exemplars", _IMAGE_EXTS), ("targets", _IMAGE_EXTS), ("structures", _IMAGE_EXTS),
-                           ("labels", _IMAGE_EXTS), ("exemplar_labels", _IMAGE_EXTS),
+        images = DATASET_EXTENSIONS
+        for name, exts in (("exemplars", images), ("targets", images), ("structures", images),
+                           ("labels", images), ("exemplar_labels", images),
                            ("landmarks", {".json", ".npy"}), ("exemplar_landmarks", {".json", ".npy"}),
                            ("predicted_points", {".json", ".npy"})):
             d = root / name
@@ -180,6 +170,6 @@ class EvalSet:
             files = {p.stem: p for p in sorted(d.iterdir()) if p.suffix.lower() in exts}
             lacking = [s for s in stems if s not in files]
             if lacking:
-                raise ValueError(f"{d}: no file for output stem {lacking[0]!r} ({len(lacking)} missing)")
+                raise InputError(f"{d}: no file for output stem {lacking[0]!r} ({len(lacking)} missing)")
             kw[name] = [files[s] for s in stems]
         return cls(stems=stems, **kw)

@@ -5,10 +5,56 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from matebit.errors import InputError
+
 from .evalset import EvalSet
 from .registry import MetricResult, append_jsonl, compute_metric
 
-__all__ = ["evaluate"]
+__all__ = ["PAPER_METRICS", "NETWORK_METRICS", "evaluate", "available", "select_metrics"]
+
+PAPER_METRICS = ("fid", "swd", "texture", "color", "semantic")  # the columns of the paper's Tables 1 and 2
+NETWORK_METRICS = {"fid", "kid", "texture", "color", "semantic"}  # those a substitute feature network applies to
+
+
+def available(name: str, has: Mapping[str, bool]) -> bool:
+    """Whether the inputs metric `name` needs are there. `has`: targets, exemplars, pck (landmarks on both sides
+    and predicted points, or a model with MAT blocks that can predict them), timing (a model to time)."""
+    base = name.split("[", 1)[0]
+    if base in ("fid", "kid", "swd"):
+        return has["targets"] or has["exemplars"]
+    if base in ("texture", "color"):
+        return has["exemplars"]
+    if base in ("semantic", "psnr", "ssim", "lpips"):
+        return has["targets"]
+    if base == "pck":
+        return has["pck"]
+    if base == "timing":
+        return has["timing"]
+    return True
+
+
+def select_metrics(requested: Sequence[str] | None, has: Mapping[str, bool],
+                   feature_network: str | None = None) -> tuple[list[str], list[str]]:
+    """(metric names, with `[feature_network]` where it applies; defaults left out for lack of inputs).
+
+    `requested` None: the paper's metrics plus psnr, ssim, pck and timing, each where its inputs exist. A requested
+    metric whose inputs are missing is an error, raised before any work.
+    """
+    if requested:
+        names = list(requested)
+        for n in names:
+            if not available(n, has):
+                why = {"pck": "landmarks for structure and exemplar (and a model with MAT blocks)",
+                       "timing": "--model"}.get(n.split("[", 1)[0], "inputs the evaluation set lacks")
+                raise InputError(f"metric {n!r} needs {why}")
+        skipped: list[str] = []
+    else:
+        wanted = list(PAPER_METRICS) + ["psnr", "ssim", "pck", "timing"]
+        names = [n for n in wanted if available(n, has)]
+        skipped = [n for n in wanted if n not in names and n != "timing"]
+    if feature_network:
+        names = [f"{n}[{feature_network}]" if n in NETWORK_METRICS else n for n in names]
+    return names, skipped
 
 
 def evaluate(
@@ -27,16 +73,12 @@ def evaluate(
     {"fid": {"fid_weights": "..."}, "swd": {"seed": 1}}). Each result is appended as soon as it is done, so
     a failure in a later metric keeps the earlier lines.
 
-    The planned `matebit eval` CLI maps onto this: a folder laid out for `EvalSet.from_folder` (outputs/ PNG,
-    exemplars/, targets/, labels/, exemplar_labels/, landmarks/ ...), `--metrics fid,swd,texture,color,semantic`,
-    `--out results.jsonl`, `--run NAME`, `--device`, `--batch-size`, per-metric options such as
-    `--fid-weights PATH` and `--feature-network hed-vgg16`; plus a `report` sub-command printing
-    `report_markdown([jsonl, ...])`.
+    `matebit eval` (matebit/commands/eval.py) calls this once per metric.
     """
     metric_opts = dict(metric_opts or {})
     unknown = set(metric_opts) - set(metrics)
     if unknown:
-        raise ValueError(f"metric_opts names metrics that are not requested: {', '.join(sorted(unknown))}")
+        raise InputError(f"metric_opts names metrics that are not requested: {', '.join(sorted(unknown))}")
     results = []
     for name in metrics:
         opts = {"device": device, "batch_size": batch_size, **metric_opts.get(name, {})}

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matebit.errors import MissingWeightsError
+
 __all__ = [
     "MissingWeightsError",
     "FID_WEIGHTS_NAME",
@@ -28,14 +30,6 @@ __all__ = [
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 SUBSTITUTES = ("hed-vgg16",)
 VGG_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
-
-
-try:  # one class for "weights not on disk" across the package, when matebit.pretrained is there
-    from matebit.pretrained import MissingWeightsError
-except ImportError:  # pragma: no cover - keeps the metrics usable on their own
-
-    class MissingWeightsError(FileNotFoundError):  # type: ignore[no-redef]
-        """A pretrained weights file the metric needs is not on disk (nothing is downloaded at run time)."""
 
 
 # --------------------------------------------------------------------------------------------------------

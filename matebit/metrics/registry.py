@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from matebit.errors import MetricError
+
 __all__ = [
     "MetricSpec",
     "MetricOutput",
@@ -29,10 +31,6 @@ __all__ = [
     "report_markdown",
     "library_versions",
 ]
-
-
-class MetricError(ValueError):
-    """A metric cannot be computed from the inputs it was given."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -13,12 +11,10 @@ from matebit.app import (
     Limits,
     ServeApp,
     UploadRefused,
-    add_arguments,
     check_upload,
     fit_side,
     for_display,
     heat_overlay,
-    resolve_model_dir,
     sketch_to_structure,
     write_examples,
 )
@@ -163,13 +159,3 @@ def test_examples_from_a_paired_folder(tmp_path):
     structures, exemplars = write_examples(tmp_path / "out", tmp_path / "data")
     assert len(structures) == 3 and len(exemplars) == 3
     assert all(p.startswith(str(tmp_path / "out")) for p in structures + exemplars)
-
-
-def test_cli_defaults_bind_localhost(tmp_path, monkeypatch):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([])
-    assert args.host == "127.0.0.1" and args.port == 7860
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="matebit demo"):
-        resolve_model_dir(None)

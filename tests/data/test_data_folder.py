@@ -164,11 +164,11 @@ def test_error_size_mismatch(tmp_path):
 def test_error_corrupt_files(tmp_path):
     root = _tiny(tmp_path / "d")
     (root / "images" / "s0.png").write_bytes(b"not a png at all")
-    _expect(root, r"images/s0\.png: unreadable image")
+    _expect(root, r"images/s0\.png: not an image file PIL can read")
     root2 = _tiny(tmp_path / "e")
     (root2 / "structure" / "s1.png").unlink()
     (root2 / "structure" / "s1.npy").write_bytes(b"garbage")
-    _expect(root2, r"s1\.npy: unreadable \.npy")
+    _expect(root2, r"s1\.npy: cannot read \.npy file")
 
 
 @pytest.mark.parametrize("bad,match", [(np.nan, "contains NaN or inf"), (np.inf, "contains NaN or inf"),

@@ -28,7 +28,8 @@ from matebit.checkpoint import load_pretrained, save_pretrained
 from matebit.cli import run
 from matebit.config import ConfigError, ExperimentConfig, from_json, model_preset
 from matebit.errors import MatebitError
-from matebit.inference import MAX_PIXELS, Translator, load_image
+from matebit.inference import Translator
+from matebit.io import MAX_PIXELS, load_image
 from matebit.models.generator import MATEBITGenerator
 
 # -- building the files ------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from PIL import Image
 import matebit
 from matebit.checkpoint import CheckpointError, load_pretrained, load_tensors, save_pretrained, save_tensors
 from matebit.config import model_preset
-from matebit.inference import ImageInputError, load_image
+from matebit.errors import ImageInputError
+from matebit.io import load_image
 from matebit.models.generator import MATEBITGenerator
 
 FUZZ_ITERATIONS = 200  # per loader; the figure README's Robustness section states

@@ -1,6 +1,6 @@
-"""`matebit demo`: synthetic data -> a small trained model -> the quality benchmark -> an HTML report.
+"""The demo: synthetic data -> a small trained model -> the synthetic benchmark -> an HTML report.
 
-    matebit demo                 # ~6 minutes on 2 CPU cores; prints where report.html is
+    matebit demo                 # ~6 minutes on 2 CPU cores; prints where report.html is (matebit/commands/demo.py)
     matebit demo --out my-demo --steps 100
 
 Everything runs offline on the CPU. The loss is the `demo` recipe (pixel L1 + correspondence + alignment +
@@ -10,19 +10,19 @@ report says the numbers are not the paper's setting.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from matebit.config import ExperimentConfig, apply_overrides, experiment_preset, to_dict
+from matebit.io import TOKEN_STRIDE
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings shared with `matebit bench quality --synthetic --presets ...` (same budget for every preset)
@@ -178,17 +178,13 @@ class Report:
 
 
 def _metrics_html(rows: dict[str, dict[str, float]]) -> str:
-    from matebit.quality import COLUMNS
+    from matebit.demo.benchmark import table_cells
 
-    head = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
-    body = []
-    for name, row in rows.items():
-        cells = []
-        for key, _, fmt in COLUMNS:
-            v = row.get(key)
-            cells.append("—" if v is None or not np.isfinite(v) else fmt.format(v))
-        body.append(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<table class=metrics><tr><th></th>{head}</tr>{''.join(body)}</table>"
+    head, body = table_cells(rows)
+    head_html = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body_html = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+                        for name, *cells in body)
+    return f"<table class=metrics><tr>{head_html}</tr>{body_html}</table>"
 
 
 def _loss_svg(log_path: Path) -> str:
@@ -250,7 +246,7 @@ def write_report(out: Path, results, rows: dict, settings: DemoSettings, cfg: Ex
 
     # Correspondence for a few query points (the paper's Fig. 1): masked vs full.
     if results[0].rows_masked is not None:
-        grid = (size // 8, size // 8)
+        grid = (size // TOKEN_STRIDE, size // TOKEN_STRIDE)
         idx = [KEYPOINT_NAMES.index(n) for n in QUERY_KEYPOINTS]
         lines = []
         for k, r in enumerate(results[:n_corr]):
@@ -298,13 +294,13 @@ def write_report(out: Path, results, rows: dict, settings: DemoSettings, cfg: Ex
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The command
+# The whole demo
 
 
 def run_demo(out: Path, settings: DemoSettings, progress: bool = True, echo=print,
              threads: int | None = None) -> dict:
     """The whole demo; returns paths, rows and timings (also written to out/quality.json)."""
-    from matebit.quality import evaluate_generator, format_table, write_json
+    from matebit.demo.benchmark import evaluate_generator, format_table, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,43 +334,3 @@ def run_demo(out: Path, settings: DemoSettings, progress: bool = True, echo=prin
     timings["total"] = time.perf_counter() - t0
     return {"report": html_path, "json": json_path, "model": out / "run" / "model", "rows": report.rows,
             "timings": timings}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = DemoSettings()
-    p.add_argument("--out", default="matebit-demo", help="folder for data, run, report.html (default %(default)s)")
-    p.add_argument("--preset", default=d.preset, help="model preset (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--size", type=int, default=d.size, help="image side, a multiple of 16 (default %(default)s)")
-    p.add_argument("--train-faces", type=int, default=d.n_train, help="synthetic training faces")
-    p.add_argument("--pairs", type=int, default=d.n_pairs, help="held-out benchmark pairs")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model.n_mat_blocks=2")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores, or 1 on a busy machine)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def settings_from_args(args: argparse.Namespace) -> DemoSettings:
-    for name in ("steps", "batch_size", "train_faces", "pairs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.size < 16 or args.size % 16:
-        raise ValueError(f"--size must be a positive multiple of 16, got {args.size}")
-    return replace(DemoSettings(), preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                   size=args.size, n_train=args.train_faces, n_pairs=args.pairs, seed=args.seed,
-                   extra=list(args.overrides))
-
-
-def main(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    settings.config()  # a bad preset or --set fails here, before any data is written
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    result = run_demo(Path(args.out), settings, progress=not args.no_progress, threads=args.threads)
-    t = result["timings"]
-    print(f"done in {t['total']:.0f} s (training {t['training']:.0f} s)")
-    print(f"report: {result['report'].resolve()}")
-    print(f"metrics: {result['json'].resolve()}  model: {result['model'].resolve()}")
-    return 0

@@ -18,9 +18,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from matebit.errors import InputError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+from matebit.errors import InputError, NotWritableError
+from matebit.io import IMAGE_EXTENSIONS, atomic_write, list_images, open_image
 
 
 @dataclass
@@ -70,11 +69,6 @@ def _image_format(path: Path) -> str:
     return fmt
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
 def _need_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise InputError(f"{path}: no such file ({what})")
@@ -120,7 +114,7 @@ def _read_pairs(path: Path) -> list[tuple[Path, Path]]:
 
 
 def _batch_pairs(structure: Path, exemplar: Path) -> list[tuple[Path, Path]]:
-    maps = _list_images(structure)
+    maps = list_images(structure)
     if not maps:
         raise InputError(f"{structure}: no images ({' '.join(IMAGE_EXTENSIONS)})")
     if exemplar.is_file():
@@ -128,7 +122,7 @@ def _batch_pairs(structure: Path, exemplar: Path) -> list[tuple[Path, Path]]:
     if not exemplar.is_dir():
         raise InputError(f"{exemplar}: no such file or folder (--exemplar)")
     by_stem: dict[str, Path] = {}
-    for p in _list_images(exemplar):
+    for p in list_images(exemplar):
         if p.stem in by_stem:
             raise InputError(f"{exemplar}: two exemplars with the stem {p.stem!r} ({by_stem[p.stem].name}, {p.name})")
         by_stem[p.stem] = p
@@ -145,7 +139,7 @@ def _writable_folder(folder: Path) -> Path:
         raise InputError(f"{folder}: exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"{folder}: folder is not writable")
+        raise NotWritableError(f"{folder}: folder is not writable")
     return folder
 
 
@@ -205,8 +199,6 @@ def _converter(method: str):
 
 
 def _save(image, path: Path) -> None:
-    from matebit.checkpoint import atomic_write
-
     fmt = _image_format(path)
     if fmt == "JPEG":
         atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
@@ -215,7 +207,7 @@ def _save(image, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from matebit.inference import Translator, open_image
+    from matebit.inference import Translator
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,8 +1,7 @@
-"""`matebit prepare <converter> SRC DST [options]`: build structure maps and retrieval lists.
+"""`matebit prepare <converter> SRC DST [options]`: build structure maps and retrieval lists (`matebit.convert`).
 
-matebit/cli.py mounts it through ``add_arguments(parser)`` + ``main(args)``; ``add_prepare_parser(subparsers)``
-+ ``run_prepare(args)`` do the same for any other argparse subparsers object.
-Errors are printed as one line on stderr (never a traceback); bad input returns exit code 2.
+A file that cannot be converted stops the run with a one-line error (exit 2); with --skip-errors every bad file is
+reported on its own line, the others are converted, and the exit code is still 2.
 """
 
 from __future__ import annotations
@@ -10,12 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
+from matebit.errors import InputError
 
 
 def _size(text: str):
-    from ._common import parse_size
+    from matebit.convert._common import parse_size
 
     try:
         return parse_size(text)
@@ -53,20 +51,7 @@ def _folder_args(p: argparse.ArgumentParser, src_help: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the `prepare` command to an argparse subparsers object (returns the new parser)."""
-    prep = subparsers.add_parser(
-        "prepare",
-        help="make structure maps (edges, face sketches, pose) and exemplar retrieval lists",
-        description="Convert a folder of photos / OpenPose JSON into structure maps, or build a retrieval list.",
-    )
-    add_arguments(prep)
-    return prep
-
-
 def add_arguments(prep: argparse.ArgumentParser) -> None:
-    """Fill an existing `prepare` parser (the protocol matebit/cli.py uses for its sub-commands)."""
-    prep.set_defaults(func=run_prepare, prepare_cmd=None)
     sub = prep.add_subparsers(dest="prepare_cmd", metavar="<converter>")
 
     p = sub.add_parser("canny", help="Canny edges with median-based thresholds")
@@ -124,54 +109,39 @@ _OPTION_KEYS = {
 }
 
 
-def _err(msg: str) -> None:
+def _report_failure(msg: str) -> None:
     print(f"matebit prepare: error: {' '.join(str(msg).split())}", file=sys.stderr)
 
 
-def run_prepare(args: argparse.Namespace) -> int:
-    """Run a parsed `prepare` command; returns the process exit code."""
-    from ._common import ConvertError, MissingDependencyError
-
-    cmd = getattr(args, "prepare_cmd", None)
+def main(args: argparse.Namespace) -> int:
+    cmd = args.prepare_cmd
     if cmd is None:
-        _err("choose a converter: canny, hed, landmarks, pose or retrieval")
-        return EXIT_BAD_INPUT
-    try:
-        if cmd == "retrieval":
-            return _run_retrieval(args)
-        return _run_folder(cmd, args)
-    except (ConvertError, MissingDependencyError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        _err(exc)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-    except Exception as exc:  # a one-line message even for bugs; --debug-style tracebacks are the main CLI's call
-        _err(f"{exc.__class__.__name__}: {exc}")
-        return 1
+        raise InputError("choose a converter: canny, hed, landmarks, pose or retrieval")
+    if cmd == "retrieval":
+        return _run_retrieval(args)
+    return _run_folder(cmd, args)
 
 
 def _run_folder(cmd: str, args: argparse.Namespace) -> int:
-    from .folder import convert_folder
+    from matebit.convert import convert_folder
 
     opts = {k: getattr(args, k) for k in _OPTION_KEYS[cmd]}
     if cmd == "canny" and opts["low"] is not None and opts["high"] is not None and opts["low"] > opts["high"]:
-        _err(f"--low {opts['low']} is above --high {opts['high']}")
-        return EXIT_BAD_INPUT
+        raise InputError(f"--low {opts['low']} is above --high {opts['high']}")
     report = convert_folder(
         cmd, args.src, args.dst, progress=not args.quiet, **{k: getattr(args, k) for k in _FOLDER_KEYS}, **opts
     )
     for path, reason in report.failed:
-        _err(reason)
+        _report_failure(reason)
     n_ok, n_skip, n_bad = len(report.written), len(report.skipped), len(report.failed)
     if not args.quiet:
         extra = f", {n_skip} kept" if n_skip else ""
         print(f"{cmd}: wrote {n_ok} maps to {args.dst}{extra}, {n_bad} failed", file=sys.stderr)
-    return EXIT_BAD_INPUT if n_bad else EXIT_OK
+    return 2 if n_bad else 0
 
 
 def _run_retrieval(args: argparse.Namespace) -> int:
-    from .retrieval import build_pairs_file
+    from matebit.convert import build_pairs_file
 
     pairs = build_pairs_file(
         args.src, args.dst, k=args.k, features=args.features, weights=args.weights, ref_dir=args.ref_dir,
@@ -179,17 +149,5 @@ def _run_retrieval(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"retrieval: wrote {len(pairs)} lines to {args.dst} ({args.features})", file=sys.stderr)
-    return EXIT_OK
+    return 0
 
-
-def main(args) -> int:
-    """Entry point: a parsed Namespace (from matebit/cli.py) or an argv list (stand-alone use)."""
-    if not isinstance(args, argparse.Namespace):
-        parser = argparse.ArgumentParser(prog="matebit")
-        add_prepare_parser(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["prepare", *list(args)])
-    return run_prepare(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
+from matebit.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,16 +50,18 @@ def _model_size(directory: Path, default: int) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from matebit.demo import DemoSettings, choose_threads, make_data, train_model
-    from matebit.quality import BENCH_SEED, QualityReport, evaluate_generator, format_table, write_json
+    import torch
+
+    from matebit.demo.benchmark import BENCH_SEED, QualityReport, evaluate_generator, format_table, write_json
+    from matebit.demo.report import DemoSettings, choose_threads, make_data, train_model
 
     if not args.synthetic:
-        raise ValueError("only the synthetic benchmark exists so far; pass --synthetic")
+        raise InputError("only the synthetic benchmark exists so far; pass --synthetic")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     if not presets and not args.model:
-        raise ValueError("nothing to score: pass --model DIR and/or --presets a,b,c")
+        raise InputError("nothing to score: pass --model DIR and/or --presets a,b,c")
     if args.pairs < 1:
-        raise ValueError(f"--pairs must be >= 1, got {args.pairs}")
+        raise InputError(f"--pairs must be >= 1, got {args.pairs}")
     out = Path(args.out)
     base = DemoSettings(seed=args.seed, n_pairs=args.pairs)
     if args.steps is not None:

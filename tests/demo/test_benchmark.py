@@ -1,4 +1,4 @@
-"""The synthetic quality benchmark's scores on hand-made cases, and one tiny end-to-end run."""
+"""The synthetic benchmark's scores on hand-made cases, and one tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from matebit.config import model_preset
 from matebit.data.synthetic import SyntheticFaces
 from matebit.metrics import attention_to_points
 from matebit.models import MATEBITGenerator
-from matebit import quality
-from matebit.quality import (PSNR_CAP, PairResult, QualityPair, capped_psnr, evaluate_baselines,
+from matebit.demo import benchmark
+from matebit.demo.benchmark import (PSNR_CAP, PairResult, QualityPair, capped_psnr, evaluate_baselines,
                              evaluate_generator, format_table, held_out_pairs, part_colour_error, structure_rgb,
                              summarise, token_centres)
 
@@ -63,13 +63,13 @@ def test_token_centres_and_perfect_correspondence_pck():
 
     pred = attention_to_points(one_hot(true), grid, (size, size))
     np.testing.assert_allclose(pred, token_centres(true, size))
-    got = quality._pooled_pck([pred], [true], size)
+    got = benchmark._pooled_pck([pred], [true], size)
     assert got["pck@0.1"] == 1.0  # a token is 8 px: its centre is at most 5.7 px < 6.4 px away
     centred = token_centres(true, size)  # points at token centres: a perfect argmax is exact
-    assert quality._pooled_pck([attention_to_points(one_hot(centred), grid, (size, size))], [centred],
+    assert benchmark._pooled_pck([attention_to_points(one_hot(centred), grid, (size, size))], [centred],
                                size) == {"pck@0.05": 1.0, "pck@0.1": 1.0}
     wrong = attention_to_points(one_hot(size - 1 - centred), grid, (size, size))
-    assert quality._pooled_pck([wrong], [centred], size)["pck@0.1"] < 0.2
+    assert benchmark._pooled_pck([wrong], [centred], size)["pck@0.1"] < 0.2
 
 
 def _result(face, output, pred=None):
@@ -113,10 +113,10 @@ def test_evaluate_generator_end_to_end_writes_json(tmp_path):
     assert r.rows_masked.shape == (len(r.query_points), 16)
     np.testing.assert_allclose(r.rows_masked.sum(1), 1, atol=1e-4)
     # The pair's truth is the exact cross render of (structure face, exemplar face).
-    faces = SyntheticFaces(6, 32, quality.BENCH_SEED)
+    faces = SyntheticFaces(6, 32, benchmark.BENCH_SEED)
     np.testing.assert_array_equal(r.truth, faces.cross(0, 1).image)
     np.testing.assert_array_equal(r.exemplar, faces[1].image)
-    path = quality.write_json(report, tmp_path / "q.json")
+    path = benchmark.write_json(report, tmp_path / "q.json")
     data = json.loads(path.read_text())
     assert data["rows"]["structure map"]["pck@0.05"] is None  # NaN is written as null
     assert data["n_pairs"] == 3 and "protocol" in data

@@ -1,4 +1,4 @@
-"""The synthetic quality benchmark: fixed held-out cross pairs with exact ground truth.
+"""The synthetic benchmark: fixed held-out cross pairs with exact ground truth (`matebit bench quality`).
 
 A pair (i, j) puts the structure map of face i with the exemplar of face j; `SyntheticFaces.cross(i, j)` is
 the exact answer and both faces' keypoints give the true correspondence. Faces come from a seed the demo
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from matebit.data.synthetic import KEYPOINT_NAMES, SyntheticFaces
+from matebit.io import TOKEN_STRIDE, format_table as _format_table, from_uint8, to_uint8
 from matebit.metrics import attention_to_points, pck, psnr
 
 __all__ = ["BENCH_SEED", "PSNR_CAP", "QualityPair", "PairResult", "QualityReport", "held_out_pairs",
            "part_colour_error", "capped_psnr", "structure_rgb", "token_centres", "pair_tensors", "run_generator",
-           "evaluate_generator", "evaluate_baselines", "format_table", "write_json"]
+           "evaluate_generator", "evaluate_baselines", "table_cells", "format_table", "write_json"]
 
 BENCH_SEED = 20230601  # not any training seed: the faces of the benchmark are never trained on
 PSNR_CAP = 100.0
@@ -82,12 +83,6 @@ def structure_rgb(structure: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(structure, np.uint8)[..., None], 3, axis=2)
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    x = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 0).numpy()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Running a generator on the pairs
 
@@ -132,23 +127,13 @@ def pair_tensors(faces: SyntheticFaces, pairs: Sequence[QualityPair], structure_
     renders = renders or _Renders(faces)
     st, ex = [], []
     for p in pairs:
-        s = torch.from_numpy(renders(p.structure_index).structure).float().div(255.0)
-        st.append(s.expand(structure_channels, -1, -1))
-        e = torch.from_numpy(renders(p.exemplar_index).image).float().div(127.5).sub(1.0)
-        ex.append(e.permute(2, 0, 1))
+        st.append(from_uint8(renders(p.structure_index).structure, low=0.0).expand(structure_channels, -1, -1))
+        ex.append(from_uint8(renders(p.exemplar_index).image))
     return torch.stack(st), torch.stack(ex)
 
 
 def _points(sample) -> np.ndarray:
     return np.array([sample.keypoints[k] for k in KEYPOINT_NAMES], np.float64)
-
-
-def _attention_rows(out, cfg) -> torch.Tensor | None:
-    """The rows the last block actually attends with: masked where the ReLU mask is on, else unmasked."""
-    if not out.rows_masked:
-        return None
-    masked = cfg.correspondence == "masked" and cfg.mask == "relu"
-    return (out.rows_masked if masked else out.rows_full)[-1]
 
 
 @torch.no_grad()
@@ -166,9 +151,15 @@ def run_generator(generator, faces: SyntheticFaces, pairs: Sequence[QualityPair]
         structure, exemplar = pair_tensors(faces, chunk, cfg.structure_channels, renders)
         # Every face has every keypoint (KEYPOINT_NAMES order), so one (B, P) index tensor serves the batch.
         query = torch.stack([torch.from_numpy(_points(renders(p.structure_index))).float() for p in chunk])
-        index = generator.point_to_token(query, size, size).to(device) if cfg.n_mat_blocks else None
-        out = generator(structure.to(device), exemplar.to(device), query_index=index)
-        rows = _attention_rows(out, cfg)
+        structure, exemplar = structure.to(device), exemplar.to(device)
+        if cfg.n_mat_blocks:
+            # PCK scores the rows the last block aggregates with ("used"); the report shows masked and full.
+            probe = generator.probe_correspondence(
+                structure, exemplar, query_index=generator.point_to_token(query, size, size).to(device))
+            out = probe.output
+            rows, masked, full = (probe.rows(kind) for kind in ("used", "masked", "full"))
+        else:
+            out, rows, masked, full = generator(structure, exemplar), None, None, None
         grid = generator.token_grid(size, size)
         for b, p in enumerate(chunk):
             si, sj = renders(p.structure_index), renders(p.exemplar_index)
@@ -180,8 +171,8 @@ def run_generator(generator, faces: SyntheticFaces, pairs: Sequence[QualityPair]
                 uncor=out.uncor_weight[-1][b, 0].float().cpu().numpy() if out.uncor_weight else None,
                 query_points=_points(si), true_points=_points(sj),
                 pred_points=attention_to_points(rows[b], grid, (size, size)) if rows is not None else None,
-                rows_masked=out.rows_masked[-1][b].float().cpu().numpy() if out.rows_masked else None,
-                rows_full=out.rows_full[-1][b].float().cpu().numpy() if out.rows_full else None))
+                rows_masked=masked[b].float().cpu().numpy() if masked is not None else None,
+                rows_full=full[b].float().cpu().numpy() if full is not None else None))
     generator.train(was_training)
     for r in results:
         r.scores = _image_scores(r.output, r)
@@ -210,7 +201,7 @@ def summarise(results: Sequence[PairResult], size: int, image_key: str = "output
 
 def token_centres(points: np.ndarray, size: int) -> np.ndarray:
     """Each (x, y) point moved to the centre of its cell of the 1/8 token grid: where an argmax can land."""
-    grid = size // 8
+    grid = size // TOKEN_STRIDE
     cell = np.clip(np.floor(np.asarray(points, np.float64) * grid / size), 0, grid - 1)
     return (cell + 0.5) * size / grid
 
@@ -275,8 +266,8 @@ COLUMNS = (("pck@0.05", "PCK@0.05 ↑", "{:.3f}"), ("pck@0.1", "PCK@0.10 ↑", "
            ("colour_error", "colour err ↓", "{:.1f}"), ("psnr", "PSNR dB ↑", "{:.2f}"))
 
 
-def format_table(rows: dict[str, dict[str, float]], markdown: bool = False) -> str:
-    """A plain-text (or Markdown) table of the rows, in the order given."""
+def table_cells(rows: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    """(column heads, one list of formatted cells per row), the rows in the order given; a missing score is "—"."""
     head = ["", *(c[1] for c in COLUMNS)]
     body = []
     for name, row in rows.items():
@@ -285,13 +276,12 @@ def format_table(rows: dict[str, dict[str, float]], markdown: bool = False) -> s
             v = row.get(key, float("nan"))
             cells.append("—" if v is None or not math.isfinite(v) else fmt.format(v))
         body.append(cells)
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in body])
-    widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
-    fmt_row = lambda cells: "  ".join(c.ljust(w) if k == 0 else c.rjust(w)  # noqa: E731
-                                      for k, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([fmt_row(head), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body])
+    return head, body
+
+
+def format_table(rows: dict[str, dict[str, float]], markdown: bool = False) -> str:
+    """A plain-text (or Markdown) table of the rows, in the order given."""
+    return _format_table(*table_cells(rows), markdown=markdown)
 
 
 def write_json(report: QualityReport, path: str | Path) -> Path:

@@ -1,0 +1,237 @@
+"""`matebit eval`: compute metrics on saved samples or on a model's translations of a data set, append them to
+JSON lines and lay them out as the paper's Table 1 / Table 2 in Markdown.
+
+  matebit eval --items DIR --out DIR                      an EvalSet folder (outputs/, exemplars/, targets/ ...)
+  matebit eval --model DIR --data DIR --out DIR           translate the val pairs, save PNG samples, evaluate
+  matebit eval report A.jsonl B.jsonl [--out table.md]    Markdown table from result files
+
+Every run appends to OUT/metrics.jsonl and rewrites OUT/report.md from it. Weight files are checked before any
+work starts, so a missing FID or VGG19 file fails at once with the file's name (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from matebit.errors import InputError, MissingPathError, MissingWeightsError, NotAFolderError
+
+__all__ = ["add_arguments", "main"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="*", metavar="report FILE.jsonl",
+                        help="`report A.jsonl B.jsonl ...`: write the Markdown table of these result files "
+                             "(to --out FILE, else stdout) instead of evaluating")
+    src = parser.add_argument_group("what to evaluate (one of --items, or --model with --data)")
+    src.add_argument("--items", metavar="DIR",
+                     help="evaluation folder: outputs/ (PNG) plus any of exemplars/, structures/, targets/, "
+                          "labels/, exemplar_labels/, landmarks/, exemplar_landmarks/, predicted_points/")
+    src.add_argument("--model", metavar="DIR", help="model folder written by save_pretrained")
+    src.add_argument("--data", metavar="DIR", help="paired-folder data set (images/, structure/, ...)")
+    src.add_argument("--split", choices=("train", "val"), default="val")
+    src.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N pairs of the split")
+    src.add_argument("--size", type=int, metavar="N",
+                     help="translate at NxN (default: the size of the split's first image)")
+    src.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="model precision (bf16: autocast)")
+    src.add_argument("--allow-jpeg", action="store_true",
+                     help="with --items: accept JPEG outputs (noted in every result; JPEG shifts FID)")
+    m = parser.add_argument_group("metrics")
+    m.add_argument("--metrics", metavar="LIST",
+                   help="comma-separated names (fid, kid, swd, texture, color, semantic, lpips, psnr, ssim, pck, "
+                        "timing); default: the paper's fid,swd,texture,color,semantic, plus psnr,ssim with ground "
+                        "truth, pck with landmarks and timing with --model")
+    m.add_argument("--feature-network", choices=("hed-vgg16",),
+                   help="use this named substitute for InceptionV3 (fid, kid) and VGG19 (texture, color, semantic); "
+                        "results are then named e.g. fid[hed-vgg16]")
+    m.add_argument("--fid-weights", metavar="FILE", help="pytorch-fid Inception weights (default: torch hub cache)")
+    m.add_argument("--vgg19-weights", metavar="FILE", help="torchvision VGG19 weights (default: torch hub cache)")
+    m.add_argument("--timing-runs", type=int, default=10, metavar="N", help="timed batches (median is reported)")
+    m.add_argument("--timing-warmup", type=int, default=3, metavar="N", help="untimed batches first")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR|FILE",
+                     help="evaluation: folder for metrics.jsonl (appended), report.md and samples/; "
+                          "report: the Markdown file")
+    out.add_argument("--run", metavar="NAME", help="row label in the table (default: the model or items folder name)")
+    out.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    out.add_argument("--batch-size", type=int, default=8, metavar="N")
+    out.add_argument("--digits", type=int, default=3, metavar="N", help="significant digits in the table")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metric selection and the weight check
+
+
+def _parse_metrics(text: str) -> list[str]:
+    from matebit.metrics.registry import get_metric
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InputError("--metrics is empty")
+    for n in names:
+        try:
+            get_metric(n)
+        except KeyError as e:
+            raise InputError(str(e).strip("'\"")) from None
+    if len(set(names)) != len(names):
+        raise InputError(f"--metrics names a metric twice: {text}")
+    return names
+
+
+def _select(args: argparse.Namespace, has: dict[str, bool]) -> tuple[list[str], list[str]]:
+    from matebit.metrics.evaluate import select_metrics
+
+    requested = _parse_metrics(args.metrics) if args.metrics else None
+    return select_metrics(requested, has, args.feature_network)
+
+
+def _check_weights(names: list[str], args: argparse.Namespace) -> None:
+    """Raise MissingWeightsError now, rather than after minutes of translating, for any absent weight file."""
+    from matebit.metrics.features import find_fid_weights
+
+    bases = {n for n in names if "[" not in n}  # a suffix means a substitute network
+    if bases & {"fid", "kid"}:
+        try:
+            find_fid_weights(args.fid_weights)
+        except MissingWeightsError as e:  # same message, in this command's flag names
+            raise MissingWeightsError(str(e).replace("fid_weights=PATH", "--fid-weights FILE").replace(
+                "feature_network='hed-vgg16'", "--feature-network hed-vgg16")) from None
+    if bases & {"texture", "color", "semantic"}:
+        from matebit.pretrained import hub_checkpoint_path
+
+        p = Path(args.vgg19_weights) if args.vgg19_weights else hub_checkpoint_path("vgg19")
+        if not p.is_file():
+            raise MissingWeightsError(
+                f"{p}: VGG19 weights not found (needed by texture/color/semantic); put {p.name} there, pass "
+                f"--vgg19-weights FILE, or use --feature-network hed-vgg16 for a labelled substitute")
+    if any(n.endswith("[hed-vgg16]") for n in names):
+        from matebit.pretrained import find_hed_weights
+
+        find_hed_weights()
+
+
+def _metric_opts(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    opts: dict[str, dict[str, Any]] = {}
+    for n in names:
+        if n in ("fid", "kid") and args.fid_weights:
+            opts[n] = {"fid_weights": args.fid_weights}
+        elif n in ("texture", "color", "semantic") and args.vgg19_weights:
+            opts[n] = {"vgg19_weights": args.vgg19_weights}
+    return opts
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _report(args: argparse.Namespace) -> int:
+    from matebit.io import atomic_write_bytes
+    from matebit.metrics.registry import report_markdown
+
+    if args.action[0] != "report":
+        raise InputError(f"unknown action {args.action[0]!r}; the only one is `matebit eval report FILE.jsonl ...`")
+    files = [Path(p) for p in args.action[1:]]
+    if not files:
+        raise InputError("`matebit eval report` needs at least one JSON lines file")
+    for f in files:
+        if not f.is_file():
+            raise MissingPathError(f"{f}: no such results file")
+    text = report_markdown(files, digits=args.digits)
+    if args.out:
+        atomic_write_bytes(Path(args.out), text.encode("utf-8"))
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.items and (args.model or args.data):
+        raise InputError("give either --items or --model with --data, not both")
+    if not args.items and not (args.model and args.data):
+        raise InputError("give --items DIR, or --model DIR with --data DIR (or use `matebit eval report ...`)")
+    if not args.out:
+        raise InputError("--out DIR is required (metrics.jsonl, report.md and samples go there)")
+    if args.batch_size < 1 or args.timing_runs < 1 or args.timing_warmup < 0:
+        raise InputError("--batch-size and --timing-runs must be >= 1, --timing-warmup >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotAFolderError(f"{out}: --out must be a folder for evaluation runs")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action:
+        return _report(args)
+    _check_args(args)
+    if args.metrics:
+        _parse_metrics(args.metrics)  # a misspelt name fails before any file is read
+
+    from matebit.inference import resolve_device
+    from matebit.io import atomic_write_bytes
+    from matebit.metrics.evalset import EvalSet
+    from matebit.metrics.evaluate import evaluate, select_metrics
+    from matebit.metrics.registry import report_markdown
+
+    out = Path(args.out)
+    jsonl = out / "metrics.jsonl"
+    device = str(resolve_device(args.device))
+
+    if args.items:
+        items = EvalSet.from_folder(args.items, allow_jpeg_outputs=args.allow_jpeg)
+        has = {"targets": bool(items.targets), "exemplars": bool(items.exemplars), "timing": False,
+               "pck": bool(items.exemplar_landmarks) and bool(items.predicted_points)}
+        names, skipped = _select(args, has)
+        _check_weights(names, args)
+        run = args.run or Path(args.items).resolve().name
+        sets = {n: items for n in names}
+        opts = _metric_opts(names, args)
+        print(f"evaluating {len(items)} samples from {args.items}: {', '.join(names)}")
+    else:
+        from matebit.inference import Translator
+        from matebit.metrics.samples import translate_split
+
+        model_dir, data = Path(args.model), Path(args.data)
+        for p, what in ((model_dir, "model"), (data, "data")):
+            if not p.is_dir():
+                raise MissingPathError(f"{p}: {what} folder not found")
+        translator = Translator.from_pretrained(model_dir, device=device, dtype=args.dtype)
+        can_pck = translator.config.n_mat_blocks > 0 and any((data / d).is_dir() for d in ("keypoints", "landmarks"))
+        has = {"targets": True, "exemplars": True, "timing": True, "pck": can_pck}
+        names, skipped = _select(args, has)
+        _check_weights(names, args)  # before translating anything
+        run = args.run or model_dir.resolve().name
+        samples = out / "samples"
+        split = translate_split(translator, args.data, samples, args.split, args.size, args.limit, args.batch_size,
+                                want_pck="pck" in names)
+        items, pck_set = split.items, split.pck_items
+        print(f"translated {len(items)} {args.split} pairs at {split.size[0]}x{split.size[1]} -> {samples} (PNG)")
+        if "pck" in names and pck_set is None:
+            if args.metrics:
+                raise InputError("pck: no translated pair has landmarks for both its structure and its exemplar "
+                                 "(self-reference exemplars have none)")
+            names.remove("pck")
+            skipped.append("pck")
+        sets = {n: (pck_set if n == "pck" else items) for n in names}
+        opts = _metric_opts(names, args)
+        if "timing" in names:
+            # The whole Translator call on one batch: input checks, padding, forward pass, PIL conversion.
+            opts["timing"] = {"fn": split.timed, "batch_size": split.timing_batch_size, "precision": args.dtype,
+                              "warmup": args.timing_warmup, "runs": args.timing_runs, "device": str(translator.device)}
+    if skipped:
+        print(f"skipped (inputs missing): {', '.join(skipped)}")
+
+    results = []
+    for n in names:  # one call per metric: PCK runs on the pairs that have landmarks
+        results += evaluate(sets[n], [n], jsonl, run=run, device=device, batch_size=args.batch_size,
+                            metric_opts={n: opts[n]} if n in opts else None)
+    for r in results:
+        extra = "; ".join(r.notes)
+        print(f"  {r.name:22s} {r.value:.5g}  (n={r.num_samples}{'; ' + extra if extra else ''})")
+    table = report_markdown([jsonl], digits=args.digits)
+    atomic_write_bytes(out / "report.md", table.encode("utf-8"))
+    print(f"appended {len(results)} results to {jsonl}; wrote {out / 'report.md'}")
+    return 0

@@ -1,0 +1,106 @@
+"""`matebit serve`: launch the local web demo (`matebit.app`) of a trained model.
+
+    matebit serve --model runs/celeba/final          # http://127.0.0.1:7860
+    matebit serve                                    # the model `matebit demo` trained (matebit-demo/run/model)
+
+This module owns what protects the process around the page: the bind address, a private temporary folder removed
+at exit, and an environment that keeps gradio offline; the page itself and its upload checks are in matebit/app.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from matebit.errors import InputError
+
+DEFAULT_MODEL_DIR = Path("matebit-demo/run/model")  # where `matebit demo` (default --out) saves its model
+
+
+def offline_environment(temp_dir: str | os.PathLike) -> None:
+    """Environment for gradio, set before it is imported: no telemetry or hub calls, files under temp_dir."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_TEMP_DIR"] = str(temp_dir)
+    os.environ["GRADIO_SHARE"] = "False"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["GRADIO_RUN_HISTORY"] = "False"
+
+
+def private_temp_dir() -> Path:
+    """A 0700 folder for everything gradio writes, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="matebit-serve-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def resolve_model_dir(model: str | None) -> Path:
+    if model:
+        return Path(model)
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model DIR (a folder written by "
+                     f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
+                                                       f"demo`)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
+    parser.add_argument("--max-pixels", type=int, default=16_000_000,
+                        help="largest image in pixels, checked before decoding (default 16,000,000)")
+    parser.add_argument("--work-side", type=int, default=256,
+                        help="inputs are downscaled to this longer side before translating (default 256)")
+    parser.add_argument("--examples", metavar="DIR",
+                        help="examples to offer: a folder of exemplar photos, or a data set with images/ and "
+                             "structure/ (default: the demo's data beside a demo model, else scikit-image photos)")
+
+
+def main(args: argparse.Namespace) -> int:
+    model_dir = resolve_model_dir(args.model)
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < 16:
+        raise InputError("--max-upload-mb and --max-pixels must be positive and --work-side at least 16")
+    if args.examples is not None and not Path(args.examples).is_dir():
+        raise InputError(f"--examples {args.examples}: not a folder")
+    temp_dir = private_temp_dir()
+    offline_environment(temp_dir)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InputError("the web demo needs gradio: pip install 'matebit[app]'") from None
+    from matebit.app import Limits, ServeApp, build_ui, find_examples, write_examples
+    from matebit.inference import Translator
+
+    translator = Translator.from_pretrained(model_dir, device=args.device)
+    limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    work_side=args.work_side)
+    app = ServeApp(translator, limits, upload_root=temp_dir)
+    structures, exemplars = write_examples(temp_dir / "examples", find_examples(model_dir, args.examples),
+                                           args.work_side)
+    demo = build_ui(app, structures, exemplars)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"matebit serve: warning: binding to {args.host}; anyone who can reach it can use the demo")
+    print(f"matebit serve: model {model_dir} on {translator.device}; temporary files in {temp_dir}")
+    # SIGTERM ends the server like Ctrl-C does, so the temporary folder is removed either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                    max_file_size=limits.max_bytes, show_error=False, footer_links=[], run_history=False,
+                    ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
