@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from matebit.errors import ImageInputError, InputError, UploadRefused
-from matebit.io import list_images, open_image
+from matebit.io import MIN_SIDE, list_images, open_image
 
 PHOTO_CONVERTERS = ("canny", "hed", "landmarks")  # "pose" takes keypoints, not photos
 
@@ -102,7 +102,7 @@ def fit_side(im: Image.Image, side: int) -> Image.Image:
     scale = side / max(w, h)
     if scale >= 1:
         return im
-    return im.resize((max(16, round(w * scale)), max(16, round(h * scale))), Image.Resampling.LANCZOS)
+    return im.resize((max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale))), Image.Resampling.LANCZOS)
 
 
 def for_display(im: Image.Image | None, side: int = 256) -> Image.Image | None:

@@ -34,9 +34,9 @@ from PIL import Image
 from torch import Tensor
 
 from matebit import speed
-from matebit.config import ExperimentConfig, ModelConfig
+from matebit.config import SIZE_STRIDE, ExperimentConfig, ModelConfig
 from matebit.errors import ImageInputError, InputError
-from matebit.io import SIZE_STRIDE, ImageInput, Role, load_image, to_pil
+from matebit.io import ImageInput, Role, load_image, to_pil
 
 SizePolicy = Literal["pad", "resize"]
 
@@ -78,7 +78,8 @@ def _check_size_arg(size: Any) -> tuple[int, int] | None:
     if size is None:
         return None
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(v, int) and v >= SIZE_STRIDE and v % SIZE_STRIDE == 0 for v in hw):
+    s = SIZE_STRIDE
+    if len(hw) != 2 or not all(isinstance(v, int) and v >= s and v % s == 0 for v in hw):
         raise InputError(f"size must be an int or (height, width) of positive multiples of {SIZE_STRIDE}, "
                          f"got {size!r}")
     return hw

@@ -47,6 +47,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from matebit.config import SIZE_STRIDE
 from matebit.errors import (ImageInputError, MissingPathError, NotAFolderError, NotWritableError, PathError,
                             UserError, first_line)
 
@@ -55,8 +56,6 @@ Role = Literal["structure", "exemplar"]
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000; bigger images are refused before decoding
-SIZE_STRIDE = 16  # network inputs have sides that are multiples of this (the decoder's 1/16 bottleneck)
-TOKEN_STRIDE = 8  # one correspondence token per TOKEN_STRIDE x TOKEN_STRIDE pixels (the 1/8 feature map)
 MIN_SIDE = SIZE_STRIDE  # one token of the 1/16 bottleneck
 
 # File types matebit reads as images. The data set and evaluation folders take only PNG and JPEG: lossless outputs

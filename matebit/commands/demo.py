@@ -12,9 +12,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from matebit.config import SIZE_STRIDE
 from matebit.demo.report import DemoSettings, run_demo
 from matebit.errors import InputError
-from matebit.io import SIZE_STRIDE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=d.preset, help="model preset (default %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps, help="training steps (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--size", type=int, default=d.size, help=f"image side, a multiple of {SIZE_STRIDE} (default %(default)s)")
+    p.add_argument("--size", type=int, default=d.size,
+                   help=f"image side, a multiple of {SIZE_STRIDE} (default %(default)s)")
     p.add_argument("--train-faces", type=int, default=d.n_train, help="synthetic training faces")
     p.add_argument("--pairs", type=int, default=d.n_pairs, help="held-out benchmark pairs")
     p.add_argument("--seed", type=int, default=d.seed)

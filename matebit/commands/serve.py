@@ -67,8 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < 16:
-        raise InputError("--max-upload-mb and --max-pixels must be positive and --work-side at least 16")
+    from matebit.io import MIN_SIDE
+
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < MIN_SIDE:
+        raise InputError(f"--max-upload-mb and --max-pixels must be positive and --work-side at least {MIN_SIDE}")
     if args.examples is not None and not Path(args.examples).is_dir():
         raise InputError(f"--examples {args.examples}: not a folder")
     temp_dir = private_temp_dir()

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from matebit.data.synthetic import KEYPOINT_NAMES, SyntheticFaces
-from matebit.io import TOKEN_STRIDE, format_table as _format_table, from_uint8, to_uint8
+from matebit.config import TOKEN_STRIDE
+from matebit.io import format_table as _format_table, from_uint8, to_uint8
 from matebit.metrics import attention_to_points, pck, psnr
 
 __all__ = ["BENCH_SEED", "PSNR_CAP", "QualityPair", "PairResult", "QualityReport", "held_out_pairs",

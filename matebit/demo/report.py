@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from matebit.config import ExperimentConfig, apply_overrides, experiment_preset, to_dict
-from matebit.io import TOKEN_STRIDE
+from matebit.config import TOKEN_STRIDE, ExperimentConfig, apply_overrides, experiment_preset, to_dict
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings shared with `matebit bench quality --synthetic --presets ...` (same budget for every preset)
