@@ -7,6 +7,9 @@ Every iteration: one generator step with every loss of the chosen recipe (Sec. 3
 discriminator step (hinge, Eq. 13). Adam with beta = (0, 0.999), TTUR (G 1e-4, D 4e-4) for the whole run,
 then a linear decay to zero (Sec. 4). Checkpoints are safetensors + JSON, written atomically; a resumed run
 continues exactly where the checkpoint left off (same data order, same queue, same optimiser state).
+
+Here: the loop, the `Trainer` state, checkpoint files, run logs and image grids. The losses are
+`matebit.losses.objective.Objective`, the data order `matebit.data.sampler.StreamSampler`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import json
 import os
 import random
 import time
-import zlib
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,22 +27,11 @@ import torch.nn as nn
 from torch import Tensor
 
 from matebit.config import ExperimentConfig, from_json, to_dict, to_json
+from matebit.data.sampler import SeededItems, StreamSampler
 from matebit.errors import TrainingError, first_line
-from matebit.losses import (
-    StyleQueue,
-    align_loss,
-    contextual_loss_multi,
-    corr_loss,
-    d_hinge_loss,
-    feature_matching_loss,
-    g_hinge_loss,
-    gram_style_loss,
-    in_batch_negatives,
-    info_nce,
-    perceptual_loss,
-    structure_loss,
-    vgg_feature_matching_loss,
-)
+from matebit.losses import StyleQueue
+from matebit.losses.networks import LossNetworks
+from matebit.losses.objective import Objective
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
 
@@ -55,87 +45,6 @@ def is_main() -> bool:
 
 def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def _seed_of(*parts: int) -> int:
-    return zlib.crc32(json.dumps(parts).encode()) & 0x7FFFFFFF
-
-
-class StreamSampler(torch.utils.data.Sampler):
-    """An endless, resumable stream of dataset indices, split across ranks.
-
-    Global sample number p (counted from the start of training) lies in epoch p // n at position p % n of
-    that epoch's seeded permutation; rank r of W takes, within each global batch of B * W samples, the slice
-    [r * B, (r + 1) * B). That is DistributedSampler's partition, but a pure function of p, so a resumed run
-    starts at p = step * B * W and sees exactly the batches it would have seen. Each item also gets its own
-    random seed derived from p, so augmentations do not depend on worker processes.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0):
-        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start_step
-        self.rank, self.world = world()
-        self._perms: dict[int, Tensor] = {}
-
-    def _index(self, p: int) -> int:
-        epoch = p // self.n
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
-                _seed_of(self.seed, epoch)))}
-        return int(self._perms[epoch][p % self.n])
-
-    def __iter__(self):
-        step = self.start
-        while True:
-            base = step * self.batch * self.world + self.rank * self.batch
-            for i in range(self.batch):
-                p = base + i
-                yield (self._index(p), _seed_of(self.seed, p, 1))
-            step += 1
-
-
-class SeededItems(torch.utils.data.Dataset):
-    """Wraps a dataset with `get(index, generator)` so that each item's randomness comes from the sampler."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        return self.dataset.get(index, torch.Generator().manual_seed(seed))
-
-
-@dataclass
-class LossNetworks:
-    """Frozen pretrained networks the losses need; each is None when its terms are off."""
-
-    perceptual: nn.Module | None = None
-    hed: nn.Module | None = None
-    lpips: nn.Module | None = None
-
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig, device: torch.device) -> "LossNetworks":
-        from matebit import pretrained
-
-        w = cfg.loss
-        nets = cls()
-        if w.perceptual or w.contextual or w.vgg_feature_matching or w.gram_style:
-            nets.perceptual = pretrained.load_perceptual(w.perceptual_network, w.vgg19_path or None)
-        if w.structure:
-            nets.hed = pretrained.load_hed()
-            substitute = w.perceptual_network == "hed-vgg16"
-            nets.lpips = pretrained.load_lpips(w.lpips_backbone_path or None, allow_substitute=substitute)
-        for name in ("perceptual", "hed", "lpips"):
-            net = getattr(nets, name)
-            if net is not None:
-                setattr(nets, name, net.to(device).eval())
-        return nets
-
-    def describe(self) -> dict[str, str]:
-        return {k: getattr(getattr(self, k), "name", type(getattr(self, k)).__name__)
-                for k in ("perceptual", "hed", "lpips") if getattr(self, k) is not None}
 
 
 class GeneratorSide(nn.Module):
@@ -161,6 +70,8 @@ class GeneratorSide(nn.Module):
 
 
 class Trainer:
+    """G, D, their optimisers and schedules, the contrastive queue and the step: one training iteration at a time."""
+
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu",
                  nets: LossNetworks | None = None):
         self.cfg, self.device = cfg, torch.device(device)
@@ -191,6 +102,8 @@ class Trainer:
             self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         else:
             self.autocast = nullcontext
+        self.objective = Objective(w, self.nets, self.discriminator, self.queue, self.use_style, self.device,
+                                   self.autocast, critic=self.d_side)
 
     def lr_factor(self, step: int) -> float:
         t = self.cfg.train
@@ -200,82 +113,12 @@ class Trainer:
 
     # -- one iteration ----------------------------------------------------------------------------------------
 
-    def _features(self, image: Tensor, layers, grad: bool) -> dict[str, Tensor]:
-        with torch.autocast(self.device.type, enabled=False), (nullcontext() if grad else torch.no_grad()):
-            return self.nets.perceptual(image.float(), layers)  # loss networks in fp32, as released
-
     def generator_losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, object]:
-        w = self.cfg.loss
-        x_a, y_b, x_b = batch["structure"], batch["exemplar"], batch["image"]
-        self_ref = batch["self_ref"].float()
+        """G's forward on `batch`, then the objective's terms and total; also (output, z of the fake)."""
         with self.autocast():
-            out, feats_b, z_fake = self.g_side(x_a, y_b, x_b)
-        fake = out.image.float()
-        losses: dict[str, Tensor] = {}
-        if w.align:
-            losses["align"] = align_loss(out.structure_features[-1].float(), feats_b[-1].float())
-        if w.corr and out.warped:
-            # Only a self-reference exemplar can be warped into the target; pairs-file exemplars show
-            # another image (the released code restricts this term the same way).
-            losses["corr"] = corr_loss([x.float() for x in out.warped], x_b, sample_weight=self_ref)
-        if w.pixel:
-            losses["pixel"] = (fake - x_b).abs().mean()
-        if self.nets.perceptual is not None:
-            layers = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
-            f_fake = self._features(fake, layers, grad=True)
-            f_real = self._features(x_b, layers, grad=False)
-            if w.perceptual:
-                losses["perceptual"] = perceptual_loss(f_fake, f_real, "relu4_2", kind=w.perceptual_kind)
-            if w.contextual or w.gram_style:
-                f_ex = self._features(y_b, layers, grad=False)
-                if w.contextual:
-                    losses["contextual"] = contextual_loss_multi(f_fake, f_ex, form=w.contextual_form)
-                if w.gram_style:
-                    losses["gram_style"] = gram_style_loss(f_fake, f_ex)
-            if w.vgg_feature_matching:
-                losses["vgg_feature_matching"] = vgg_feature_matching_loss(f_fake, f_real, sample_weight=self_ref)
-        if w.structure:
-            with torch.autocast(self.device.type, enabled=False):
-                losses["structure"] = structure_loss(fake, x_b, self.nets.hed, self.nets.lpips)
-        if w.adversarial or w.gan_feature_matching:
-            self.discriminator.requires_grad_(False)  # D is a fixed critic in the G step
-            with self.autocast():
-                pred_fake = self.discriminator(x_a, out.image)
-                pred_real = self.discriminator(x_a, x_b) if w.gan_feature_matching else None
-            self.discriminator.requires_grad_(True)
-            if w.adversarial:
-                losses["adversarial"] = g_hinge_loss([[f.float() for f in s] for s in pred_fake])
-            if w.gan_feature_matching:
-                losses["gan_feature_matching"] = feature_matching_loss(
-                    [[f.float() for f in s] for s in pred_fake], [[f.detach().float() for f in s] for s in pred_real])
-        if self.use_style:
-            z_pos = out.z.detach().float()  # the exemplar's code is the positive, not trained through
-            negatives = self.queue.negatives()
-            if w.negatives == "cast":
-                # CAST: the other exemplars are the negatives (queued exemplar codes plus this batch's others).
-                batch_negs = in_batch_negatives(z_pos)
-                if len(negatives):
-                    negatives = torch.cat([negatives.unsqueeze(0).expand(len(z_pos), -1, -1), batch_negs], 1)
-                else:
-                    negatives = batch_negs
-            losses["style"] = info_nce(z_fake.float(), z_pos, negatives, w.tau, w.normalize_style_codes)
-        weights = {"align": w.align, "corr": w.corr, "pixel": w.pixel, "perceptual": w.perceptual,
-                   "contextual": w.contextual, "gram_style": w.gram_style,
-                   "vgg_feature_matching": w.vgg_feature_matching, "structure": w.structure,
-                   "adversarial": w.adversarial, "gan_feature_matching": w.gan_feature_matching, "style": w.style}
-        total = sum(weights[k] * v for k, v in losses.items())
+            out, feats_b, z_fake = self.g_side(batch["structure"], batch["exemplar"], batch["image"])
+        losses, total = self.objective.generator_loss(batch, (out, feats_b, z_fake))
         return losses, total, (out, z_fake)
-
-    def discriminator_loss(self, batch: dict[str, Tensor], fake: Tensor) -> Tensor:
-        x_a = batch["structure"]
-        real = batch["image"] if self.cfg.loss.d_real == "target" else batch["exemplar"]
-        n = x_a.shape[0]
-        # Real and fake in one forward: DDP sees a single call per step.
-        with self.autocast():
-            preds = self.d_side(torch.cat([x_a, x_a]), torch.cat([real, fake.detach()]))
-        real_pred = [[f[:n].float() for f in s] for s in preds]
-        fake_pred = [[f[n:].float() for f in s] for s in preds]
-        return d_hinge_loss(real_pred, fake_pred)
 
     def _check_finite(self, losses: dict[str, Tensor], total: Tensor) -> bool:
         if torch.isfinite(total):
@@ -308,7 +151,7 @@ class Trainer:
         # Discriminator step
         d_loss = None
         if self.cfg.loss.adversarial or self.cfg.loss.gan_feature_matching:
-            d_loss = self.discriminator_loss(batch, out.image)
+            d_loss = self.objective.discriminator_loss(batch, out.image)
             self.opt_d.zero_grad(set_to_none=True)
             if self._check_finite({"discriminator": d_loss}, d_loss):
                 d_loss.backward()
@@ -512,7 +355,7 @@ def make_loader(cfg: ExperimentConfig, data_root: str, start_step: int, num_work
     data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
                           exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed)
     dataset = PairedFolderDataset(data_cfg, "train")
-    sampler = StreamSampler(len(dataset), t.batch_size, t.seed, start_step)
+    sampler = StreamSampler(len(dataset), t.batch_size, t.seed, start_step, *world())
     workers = t.num_workers if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size=t.batch_size, sampler=sampler,
                                          num_workers=workers, pin_memory=torch.cuda.is_available(),
