@@ -29,9 +29,7 @@ from torch import Tensor
 from matebit.config import ExperimentConfig, from_json, to_dict, to_json
 from matebit.data.sampler import SeededItems, StreamSampler
 from matebit.errors import TrainingError, first_line
-from matebit.losses import StyleQueue
-from matebit.losses.networks import LossNetworks
-from matebit.losses.objective import Objective
+from matebit.losses import LossNetworks, Objective, StyleQueue
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
 

@@ -1,9 +1,11 @@
-"""The losses of MATEBIT (paper Sec. 3.2 and 3.4) plus the released code's extra terms."""
+"""The losses of MATEBIT (paper Sec. 3.2 and 3.4) plus the released code's extra terms; `Objective` sums them."""
 
 from .adversarial import d_hinge_loss, feature_matching_loss, g_hinge_loss
 from .contrastive import POLICIES, StyleQueue, in_batch_negatives, info_nce
 from .correspondence import align_loss, corr_loss, downsample_to
 from .gram import GRAM_WEIGHTS, gram_matrix, gram_style_loss
+from .networks import LossNetworks
+from .objective import Objective
 from .perceptual import (
     CX_POOL,
     CX_WEIGHTS,
@@ -21,6 +23,8 @@ __all__ = [
     "CX_WEIGHTS",
     "FM_WEIGHTS",
     "GRAM_WEIGHTS",
+    "LossNetworks",
+    "Objective",
     "POLICIES",
     "StyleQueue",
     "align_loss",
