@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from matebit.errors import InputError, MissingWeightsError
+from matebit.errors import InputError, MissingWeightsError, first_line
 from matebit.io import package_data_file
 
 __all__ = [
@@ -251,8 +251,7 @@ def _load_features_state(kind: str, file: Path) -> nn.Sequential:
     try:
         features.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"{file}: does not match torchvision {_LABELS[kind]} features ({first})") from exc
+        raise InputError(f"{file}: does not match torchvision {_LABELS[kind]} features ({first_line(exc)})") from exc
     return features
 
 

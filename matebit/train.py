@@ -199,7 +199,7 @@ class Trainer:
                 module.load_state_dict(part, strict=True)
             except RuntimeError as exc:
                 raise TrainingError(f"{source}: {prefix} weights do not fit this config "
-                                    f"({str(exc).splitlines()[0]})") from None
+                                    f"({first_line(exc)})") from None
         for name, opt, sched in (("opt_g", self.opt_g, self.sched_g), ("opt_d", self.opt_d, self.sched_d)):
             info = meta["optimizers"][name]
             state: dict[int, dict[str, Tensor]] = {}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from matebit.errors import MissingWeightsError
+from matebit.errors import InputError, MissingWeightsError, first_line
 
 __all__ = [
     "MissingWeightsError",
@@ -137,7 +137,7 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str | torc
         state = torch.load(p, map_location="cpu", weights_only=True)
         model.load_fid_state_dict(state)
     except (RuntimeError, OSError, KeyError) as e:
-        raise ValueError(f"{p}: not the pytorch-fid Inception state dict ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{p}: not the pytorch-fid Inception state dict ({first_line(e)})") from None
     return model.eval().requires_grad_(False).to(device)
 
 

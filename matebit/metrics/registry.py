@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from matebit.errors import MetricError
+from matebit.io import format_table
 
 __all__ = [
     "MetricSpec",
@@ -231,11 +232,8 @@ def report_markdown(jsonl_paths: Sequence[str | Path] | str | Path, digits: int 
         notes.append(f"{label}: feature network {', '.join(nets)}; n = {', '.join(map(str, counts))}; "
                      f"{results[0].protocol}" + (f" Notes: {'; '.join(run_notes)}." if run_notes else ""))
         headers.append(f"{label}{arrow} [{len(notes)}]")
-    lines = ["| run | " + " | ".join(headers) + " |", "|---" * (len(cols) + 1) + "|"]
-    for run, row in table.items():
-        cells = [_fmt(row[c].value, digits) if c in row else "–" for c in cols]
-        lines.append(f"| {run} | " + " | ".join(cells) + " |")
-    lines.append("")
+    body = [[run, *(_fmt(row[c].value, digits) if c in row else "–" for c in cols)] for run, row in table.items()]
+    lines = [format_table(["run", *headers], body, markdown=True, right=[False] * (len(cols) + 1)), ""]
     lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
