@@ -15,11 +15,8 @@ import importlib
 import os
 import sys
 
-from matebit import __version__, config
+from matebit import __version__
 from matebit.errors import UserError, first_line
-
-# config.ConfigError is listed until matebit/config.py takes ConfigError from matebit.errors (then it is a UserError).
-_USER_ERRORS = (UserError, config.ConfigError)
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,7 +67,7 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("MATEBIT_DEBUG"):
             raise
         msg = first_line(exc)
-        if isinstance(exc, _USER_ERRORS):
+        if isinstance(exc, UserError):
             print(f"matebit {args.command}: error: {msg}", file=sys.stderr)
             return 2
         print(f"matebit {args.command}: internal error ({type(exc).__name__}): {msg} "

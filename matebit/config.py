@@ -25,8 +25,8 @@ TOKEN_STRIDE = 8
 SIZE_STRIDE = 16
 
 
-class ConfigError(ValueError):
-    """A configuration is malformed: unknown key, wrong type or impossible value."""
+# The errors the models raise come through this module, so that `matebit.models` imports only `matebit.config`.
+from matebit.errors import ConfigError, InputSizeError  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -32,7 +32,7 @@ class Correspondence:
     out:         (B, N, Cv) the values aggregated by the attention weights (X_cor of Eq. 3).
     reliability: (B, N) the share of each query's attention mass that lies on reliable keys (keys with
                  positive cosine, i.e. kept by the ReLU mask). 1 - reliability is the bounded weight of
-                 X_uncor in Eq. 5 (see `MATBlock`).
+                 X_uncor in Eq. 5 (see `MaskedMATBlock`).
     weights:     (B, N, M) the attention matrix, only when asked for.
     """
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from matebit.config import ModelConfig
+from matebit.config import InputSizeError, ModelConfig
 from matebit.models.correspondence import downsample_to
 from matebit.models.layers import (
     AdaINResBlock,
@@ -37,10 +37,6 @@ BLOCKS: dict[str, type[nn.Module]] = {
     "full": FullCorrespondenceBlock,  # Table 2's "Full Corr."
     "official": OfficialMATBlock,  # the released code
 }
-
-
-class InputSizeError(ValueError):
-    """Height or width is not a multiple of the network's stride."""
 
 
 @dataclass
