@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "results are then named e.g. fid[hed-vgg16]")
     m.add_argument("--fid-weights", metavar="FILE", help="pytorch-fid Inception weights (default: torch hub cache)")
     m.add_argument("--vgg19-weights", metavar="FILE", help="torchvision VGG19 weights (default: torch hub cache)")
+    m.add_argument("--pck-rows", choices=("used", "masked", "full"), default="used",
+                   help="which attention rows of the last MAT block PCK scores: used (default: the rows the block "
+                        "aggregates with), masked (softmax of the ReLU-masked cosine) or full (unmasked)")
     m.add_argument("--timing-runs", type=int, default=10, metavar="N", help="timed batches (median is reported)")
     m.add_argument("--timing-warmup", type=int, default=3, metavar="N", help="untimed batches first")
     out = parser.add_argument_group("output")
@@ -120,6 +123,13 @@ def _metric_opts(names: list[str], args: argparse.Namespace) -> dict[str, dict[s
         elif n in ("texture", "color", "semantic") and args.vgg19_weights:
             opts[n] = {"vgg19_weights": args.vgg19_weights}
     return opts
+
+
+def _pck_lines(values: dict[str, float]) -> str:
+    """PCK at every threshold beside the identity guess and the grid ceiling, indented under the pck line."""
+    from matebit.metrics.registry import pck_table
+
+    return "\n".join("    " + line for line in pck_table({"model": values}).splitlines())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
         run = args.run or model_dir.resolve().name
         samples = out / "samples"
         split = translate_split(translator, args.data, samples, args.split, args.size, args.limit, args.batch_size,
-                                want_pck="pck" in names)
+                                want_pck="pck" in names, pck_rows=args.pck_rows)
         items, pck_set = split.items, split.pck_items
         print(f"translated {len(items)} {args.split} pairs at {split.size[0]}x{split.size[1]} -> {samples} (PNG)")
         if "pck" in names and pck_set is None:
@@ -217,6 +227,8 @@ def main(args: argparse.Namespace) -> int:
             skipped.append("pck")
         sets = {n: (pck_set if n == "pck" else items) for n in names}
         opts = _metric_opts(names, args)
+        if "pck" in names:
+            opts["pck"] = {"rows": f"{args.pck_rows} (last MAT block)"}
         if "timing" in names:
             # The whole Translator call on one batch: input checks, padding, forward pass, PIL conversion.
             opts["timing"] = {"fn": split.timed, "batch_size": split.timing_batch_size, "precision": args.dtype,
@@ -231,6 +243,8 @@ def main(args: argparse.Namespace) -> int:
     for r in results:
         extra = "; ".join(r.notes)
         print(f"  {r.name:22s} {r.value:.5g}  (n={r.num_samples}{'; ' + extra if extra else ''})")
+        if r.metric == "pck":
+            print(_pck_lines(r.values))
     table = report_markdown([jsonl], digits=args.digits)
     atomic_write_bytes(out / "report.md", table.encode("utf-8"))
     print(f"appended {len(results)} results to {jsonl}; wrote {out / 'report.md'}")

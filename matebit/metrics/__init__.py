@@ -5,7 +5,8 @@ See `PROTOCOLS` for the one-line description of each (also written into every re
 """
 
 from . import correspondence, distribution, pixel, swd, timing, vgg_scores  # noqa: F401  (registration)
-from .correspondence import attention_to_points, pck, predict_points, query_rows
+from .correspondence import (PCK_ALPHAS, ProbedMatches, attention_to_points, pck, predict_matches, predict_points,
+                             probe_matches, query_rows, soft_points, token_centres)
 from .distribution import feature_stats, frechet_distance, kid_mmd2, kid_subsets
 from .evalset import EvalSet, Landmarks, load_image, load_label_map, load_landmarks
 from .evaluate import evaluate
@@ -27,5 +28,6 @@ __all__ = [
     "append_jsonl", "read_jsonl", "report_markdown",
     "frechet_distance", "feature_stats", "kid_mmd2", "kid_subsets", "FIDInceptionV3", "FID_WEIGHTS_NAME",
     "load_fid_inception", "swd_distance", "sliced_wasserstein", "region_cosine", "psnr", "ssim",
-    "pck", "attention_to_points", "query_rows", "predict_points", "time_callable", "TimingResult",
+    "pck", "PCK_ALPHAS", "attention_to_points", "query_rows", "predict_points", "token_centres", "soft_points",
+    "ProbedMatches", "probe_matches", "predict_matches", "time_callable", "TimingResult",
 ]

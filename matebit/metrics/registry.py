@@ -30,6 +30,7 @@ __all__ = [
     "append_jsonl",
     "read_jsonl",
     "report_markdown",
+    "pck_table",
     "library_versions",
 ]
 
@@ -235,7 +236,26 @@ def report_markdown(jsonl_paths: Sequence[str | Path] | str | Path, digits: int 
     body = [[run, *(_fmt(row[c].value, digits) if c in row else "–" for c in cols)] for run, row in table.items()]
     lines = [format_table(["run", *headers], body, markdown=True, right=[False] * (len(cols) + 1)), ""]
     lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    pck_runs = {run: row["pck"].values for run, row in table.items() if "pck" in row}
+    if pck_runs:
+        lines += ["", "PCK at each threshold, beside the identity guess (each structure landmark predicted at the same "
+                  "pixel of the exemplar) and the grid ceiling (the true point at its token centre), on the same pairs:",
+                  "", pck_table(pck_runs, markdown=True, digits=digits)]
     return "\n".join(lines) + "\n"
+
+
+def pck_table(runs: dict[str, dict[str, float]], markdown: bool = False, digits: int = 3) -> str:
+    """PCK values (pck@a, identity@a, ceiling@a, as the pck metric writes them) of one or more runs as a table:
+    a row for each run's model, identity guess and grid ceiling; a column for each threshold a."""
+    alphas = sorted({float(k.split("@", 1)[1]) for v in runs.values() for k in v if k.startswith("pck@")})
+    head = ["", *(f"PCK@{a:.2f}" for a in alphas)]
+    body = []
+    for run, values in runs.items():
+        prefix = f"{run}: " if len(runs) > 1 else ""
+        for key, label in (("pck", run), ("identity", f"{prefix}identity guess"), ("ceiling", f"{prefix}grid ceiling")):
+            if f"{key}@{alphas[0]:g}" in values:
+                body.append([label, *(_fmt(values.get(f"{key}@{a:g}", float("nan")), digits) for a in alphas)])
+    return format_table(head, body, markdown=markdown)
 
 
 def _fmt(v: float, digits: int) -> str:

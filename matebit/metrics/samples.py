@@ -13,12 +13,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from matebit.config import SIZE_STRIDE
 from matebit.data.folder import DataConfig, PairedFolderDataset
 from matebit.errors import InputError
 from matebit.io import to_uint8
 
+from .correspondence import predict_matches
 from .evalset import EvalSet, Landmarks, load_label_map, load_landmarks
 
 __all__ = ["SAMPLE_DIRS", "TranslatedSplit", "translate_split"]
@@ -99,6 +102,21 @@ def _landmark_json(pts: np.ndarray, size: tuple[int, int], path: Path) -> None:
                                 "points": [[float(x), float(y)] for x, y in pts]}), encoding="utf-8")
 
 
+def _predict_points(generator: Any, structure: torch.Tensor, exemplar: torch.Tensor, points: np.ndarray,
+                    rows: str) -> np.ndarray:
+    """Where each structure point (x, y) of one pair looks in its exemplar: `predict_matches` on the pair as the
+    data set gives it, on a canvas rounded to the network's stride (points scaled there and back)."""
+    h, w = structure.shape[-2:]
+    hn = max(SIZE_STRIDE, round(h / SIZE_STRIDE) * SIZE_STRIDE)
+    wn = max(SIZE_STRIDE, round(w / SIZE_STRIDE) * SIZE_STRIDE)
+    s, e = structure[None].float(), exemplar[None].float()
+    if (hn, wn) != (h, w):
+        s = F.interpolate(s, size=(hn, wn), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        e = F.interpolate(e, size=(hn, wn), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+    ratio = np.array([wn / w, hn / h])
+    return predict_matches(generator, s, e, points * ratio, rows=rows)[0] / ratio
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Model mode: translate, save PNG samples, collect the evaluation set
 
@@ -137,10 +155,11 @@ class TranslatedSplit:
 
 def translate_split(translator: Any, data: str | Path, samples: Path, split: str = "val",
                     size: int | tuple[int, int] | None = None, limit: int | None = None, batch_size: int = 8,
-                    want_pck: bool = False) -> TranslatedSplit:
+                    want_pck: bool = False, pck_rows: str = "used") -> TranslatedSplit:
     """Translate a paired-folder data set's split with `translator`, save PNG samples under `samples/` in the
     layout `EvalSet.from_folder` reads, and collect the evaluation sets. `size` defaults to the size of the
-    split's first image; `want_pck` also asks the model where each landmark looks (a model with MAT blocks)."""
+    split's first image; `want_pck` also asks the model where each landmark looks (a model with MAT blocks),
+    through `matebit.metrics.correspondence.predict_matches` with rows `pck_rows` ("used", "masked" or "full")."""
     data = Path(data)
     if size is None:
         probe = PairedFolderDataset(DataConfig(root=str(data), size=64), split)
@@ -163,7 +182,7 @@ def translate_split(translator: Any, data: str | Path, samples: Path, split: str
     for sub in ("outputs", "exemplars", "structures", "targets"):
         (samples / sub).mkdir(parents=True, exist_ok=True)
     rows: dict[str, list] = {k: [] for k in ("outputs", "exemplars", "structures", "targets")}
-    labels, ex_labels, pck_rows = [], [], []  # pck_rows: (index, structure pts, exemplar pts, predicted)
+    labels, ex_labels, matched = [], [], []  # matched: (index, structure pts, exemplar pts, predicted)
     timing_batch = None
     bs = batch_size
     with torch.inference_mode():
@@ -192,11 +211,9 @@ def translate_split(translator: Any, data: str | Path, samples: Path, split: str
                                  if ex_stem in label_files and not self_ref else None)
                 pair = lm_source.pair(stem, ex_stem, wh) if lm_source and not self_ref else None
                 if pair is not None:
-                    q = np.clip(pair[0], 0, np.array([w, h]) - 1e-3)  # correspondence wants points inside
-                    masked, _ = res.correspondence(q, block=-1, item=j)
-                    flat = masked.reshape(len(q), -1).argmax(axis=1)
-                    pred = np.stack([flat % masked.shape[2], flat // masked.shape[2]], axis=1).astype(np.float64)
-                    pck_rows.append((start + j, pair[0], pair[1], pred))
+                    q = np.clip(pair[0], 0, np.array([w, h]) - 1e-3)  # points inside the image
+                    pred = _predict_points(translator.generator, it["structure"], it["exemplar"], q, pck_rows)
+                    matched.append((start + j, pair[0], pair[1], pred))
 
     kw: dict[str, list] = {k: v for k, v in rows.items() if all(x is not None for x in v)}
     # Label maps travel only when every pair has them (EvalSet lists are all-or-nothing); also written to disk.
@@ -210,16 +227,16 @@ def translate_split(translator: Any, data: str | Path, samples: Path, split: str
     full = EvalSet(stems=stems, **kw)
 
     pck_set = None
-    if pck_rows:
-        idx = [r[0] for r in pck_rows]
+    if matched:
+        idx = [r[0] for r in matched]
         pck_set = EvalSet(stems=[stems[i] for i in idx], outputs=[kw["outputs"][i] for i in idx],
-                          landmarks=[Landmarks(r[1], wh) for r in pck_rows],
-                          exemplar_landmarks=[Landmarks(r[2], wh) for r in pck_rows],
-                          predicted_points=[Landmarks(r[3], wh) for r in pck_rows])
-        if len(pck_rows) == n:  # full coverage: write them so `--items samples/` can recompute PCK
+                          landmarks=[Landmarks(r[1], wh) for r in matched],
+                          exemplar_landmarks=[Landmarks(r[2], wh) for r in matched],
+                          predicted_points=[Landmarks(r[3], wh) for r in matched])
+        if len(matched) == n:  # full coverage: write them so `--items samples/` can recompute PCK
             for sub, k in (("landmarks", 1), ("exemplar_landmarks", 2), ("predicted_points", 3)):
                 (samples / sub).mkdir(exist_ok=True)
-                for r in pck_rows:
+                for r in matched:
                     _landmark_json(r[k], wh, samples / sub / f"{stems[r[0]]}.json")
 
     structs, exs = timing_batch

@@ -89,10 +89,12 @@ def test_report_renders_two_runs(model_run, tmp_path, capsys):
     assert run(["eval", "report", str(out / "metrics.jsonl"), str(tmp_path / "b" / "metrics.jsonl"),
                 "--out", str(table)]) == 0
     text = table.read_text()
-    lines = [line for line in text.splitlines() if line.startswith("| tiny-")]
+    main_table = text.split("\n\n", 1)[0]  # the PCK detail table follows the footnotes
+    lines = [line for line in main_table.splitlines() if line.startswith("| tiny-")]
     assert [line.split("|")[1].strip() for line in lines] == ["tiny-a", "tiny-b"]
     assert text.splitlines()[0].startswith("| run | SWD")  # paper column order: SWD before PSNR
     assert lines[1].count("–") == 3  # tiny-b has no SSIM, PCK or timing
+    assert "| identity guess |" in text and "PCK@0.02" in text  # the PCK detail of the one run with PCK
     capsys.readouterr()
     assert run(["eval", "report", str(out / "metrics.jsonl")]) == 0
     assert "tiny-a" in capsys.readouterr().out
