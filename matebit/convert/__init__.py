@@ -7,7 +7,7 @@ black for edges/sketches, 'RGB' for the pose skeleton. ``convert_folder`` runs o
 from matebit.errors import ConvertError, MissingDependencyError
 
 from .canny import canny, canny_edges
-from .folder import CONVERTERS, FolderReport, convert_folder
+from .folder import CONVERTERS, FolderReport, convert_folder, convert_path
 from .hed import hed, hed_probability
 from .landmarks import detect_landmarks, landmarks, landmarks_to_sketch
 from .pose import pose, pose_limb_masks
@@ -23,6 +23,7 @@ __all__ = [
     "canny_edges",
     "color_histogram",
     "convert_folder",
+    "convert_path",
     "detect_landmarks",
     "hed",
     "hed_probability",

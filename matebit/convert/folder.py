@@ -40,6 +40,8 @@ def list_inputs(name: str, src_dir: Union[str, os.PathLike], recursive: bool = F
     if name not in CONVERTERS:
         raise ValueError(f"unknown converter {name!r}; choose from {', '.join(sorted(CONVERTERS))}")
     src = Path(src_dir)
+    if not src.exists():
+        raise ConvertError(f"{src}: no such file or folder")
     if not src.is_dir():
         raise ConvertError(f"{src}: not a folder")
     exts = _INPUT_EXTENSIONS.get(name, IMAGE_EXTENSIONS)
@@ -51,6 +53,51 @@ def list_inputs(name: str, src_dir: Union[str, os.PathLike], recursive: bool = F
 def output_path(name: str, src_file: Path, src_dir: Path, dst_dir: Path) -> Path:
     stem = _STEM.get(name, lambda p: Path(p).stem)(src_file)
     return Path(dst_dir) / src_file.parent.relative_to(src_dir) / f"{stem}.png"
+
+
+def convert_path(
+    name: str,
+    src: Union[str, os.PathLike],
+    dst: Union[str, os.PathLike],
+    *,
+    overwrite: bool = True,
+    skip_errors: bool = False,
+    progress: bool = True,
+    recursive: bool = False,
+    **opts,
+) -> FolderReport:
+    """`convert_folder` for a folder; for a single file, convert it to `dst` (a .png path, or a folder that gets
+    <stem>.png). Errors of a single file raise ConvertError naming it, whatever `skip_errors` says."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        return convert_folder(name, src, dst, recursive=recursive, overwrite=overwrite, skip_errors=skip_errors,
+                              progress=progress, **opts)
+    fn = CONVERTERS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown converter {name!r}; choose from {', '.join(sorted(CONVERTERS))}")
+    if dst.suffix.lower() == ".png":
+        target = dst
+    elif dst.suffix and not dst.is_dir():
+        raise ConvertError(f"{dst}: maps are written as PNG; give a .png file name or a folder")
+    else:
+        target = output_path(name, src, src.parent, dst)
+    if target.resolve() == src.resolve():
+        raise ConvertError(f"{target}: the output would replace the input")
+    report = FolderReport()
+    if not overwrite and target.exists():
+        report.skipped.append(target)
+        return report
+    report.written.append(save_png_atomic(_convert_one(fn, src, opts), target))
+    return report
+
+
+def _convert_one(fn: Callable, src: Path, opts: dict) -> object:
+    try:
+        return fn(src, **opts)
+    except ConvertError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise ConvertError(f"{src}: {exc}") from exc
 
 
 def convert_folder(
@@ -95,17 +142,11 @@ def convert_folder(
             report.skipped.append(t)
             continue
         try:
-            out = fn(f, **opts)
+            out = _convert_one(fn, f, opts)
         except ConvertError as exc:
             if not skip_errors:
                 raise
             report.failed.append((f, str(exc)))
-            continue
-        except (ValueError, OSError) as exc:
-            msg = f"{f}: {exc}"
-            if not skip_errors:
-                raise ConvertError(msg) from exc
-            report.failed.append((f, msg))
             continue
         report.written.append(save_png_atomic(out, t))
     return report

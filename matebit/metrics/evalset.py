@@ -14,7 +14,7 @@ import torch
 from matebit.errors import InputError, MissingPathError
 from matebit.io import DATASET_EXTENSIONS, JPEG_EXTENSIONS, from_uint8, open_image, read_npy
 
-__all__ = ["EvalSet", "Landmarks", "load_image", "load_label_map", "load_landmarks", "to_tensor"]
+__all__ = ["EvalSet", "Landmarks", "load_image", "load_label_map", "load_landmarks", "scale_points", "to_tensor"]
 
 ImageLike = Union[str, Path, np.ndarray]
 
@@ -26,6 +26,13 @@ class Landmarks:
     points: np.ndarray  # (P, 2) float64, (x, y)
     size: tuple[int, int]
     template: str = ""
+
+
+def scale_points(points: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """(P, 2) landmark points of an image of size src = (W, H) -> the same points in the image resized to dst.
+    Landmark files use integer pixel centres (OpenCV/dlib convention), so the scaling is about the pixel centre."""
+    s = np.array([dst[0] / src[0], dst[1] / src[1]])
+    return (np.asarray(points, np.float64) + 0.5) * s - 0.5
 
 
 def load_image(item: ImageLike) -> np.ndarray:

@@ -22,7 +22,7 @@ from matebit.errors import InputError
 from matebit.io import to_uint8
 
 from .correspondence import predict_matches
-from .evalset import EvalSet, Landmarks, load_label_map, load_landmarks
+from .evalset import EvalSet, Landmarks, load_label_map, load_landmarks, scale_points
 
 __all__ = ["SAMPLE_DIRS", "TranslatedSplit", "translate_split"]
 
@@ -59,12 +59,6 @@ def _read_points(path: Path, image: Path) -> tuple[list[str] | None, np.ndarray,
         raise InputError(f"{path}: expected {{name: [x, y]}}, [[x, y], ...] or {{'size', 'points'}} ({e})") from None
 
 
-def _scale(pts: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    # Points use integer pixel centres (OpenCV/dlib convention), so scale about the pixel-centre offset.
-    s = np.array([dst[0] / src[0], dst[1] / src[1]])
-    return (pts + 0.5) * s - 0.5
-
-
 class _LandmarkSource:
     def __init__(self, root: Path, images: dict[str, Path]):
         self.dirs = [root / d for d in ("keypoints", "landmarks") if (root / d).is_dir()]
@@ -94,7 +88,7 @@ class _LandmarkSource:
             raise InputError(f"{fa} has {len(pa)} points but {fb} has {len(pb)}")
         if len(pa) == 0:
             return None
-        return _scale(pa, sa, size), _scale(pb, sb, size)
+        return scale_points(pa, sa, size), scale_points(pb, sb, size)
 
 
 def _landmark_json(pts: np.ndarray, size: tuple[int, int], path: Path) -> None:

@@ -41,7 +41,7 @@ def test_bad_input_is_one_line_exit_2(photos, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and sorted(os.listdir(tmp_path / "out2")) == ["astro.png", "cup.png"]
     assert prepare("canny", tmp_path / "missing", tmp_path / "o") == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "no such file or folder" in capsys.readouterr().err
     assert prepare("canny", photos, tmp_path / "o", "--low", "90", "--high", "10") == 2
     assert "--low" in capsys.readouterr().err
     assert prepare() == 2  # no converter named
@@ -69,3 +69,27 @@ def test_pose_and_retrieval(tmp_path, photos):
     pairs = tmp_path / "pairs.txt"
     assert prepare("retrieval", photos, pairs, "--features", "color-hist", "--k", "1", "--quiet") == 0
     assert pairs.read_text().split("\n")[:2] == ["astro cup", "cup astro"]
+
+
+def test_one_file_in_one_file_out(photos, tmp_path, capsys):
+    out = tmp_path / "edges.png"
+    assert prepare("canny", photos / "astro.jpg", out) == 0
+    assert Image.open(out).size == (128, 128)
+    err = capsys.readouterr().err
+    assert f"canny: wrote 1 map to {out}" in err and " s per map)" in err
+    assert prepare("canny", photos / "cup.png", tmp_path / "maps", "--quiet") == 0  # a folder gets <stem>.png
+    assert os.listdir(tmp_path / "maps") == ["cup.png"]
+    assert prepare("canny", photos / "astro.jpg", tmp_path / "edges.jpg") == 2
+    assert "PNG" in capsys.readouterr().err
+    (photos / "bad.jpg").write_bytes(b"nope")
+    assert prepare("canny", photos / "bad.jpg", tmp_path / "bad.png") == 2
+    assert "bad.jpg" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
+
+
+def test_hed_output_size(photos, tmp_path):
+    assert prepare("hed", photos / "astro.jpg", tmp_path / "a.png", "--size", "48", "--quiet") == 0
+    assert Image.open(tmp_path / "a.png").size == (48, 48)
+    assert prepare("hed", photos, tmp_path / "maps", "--size", "40x24", "--max-side", "64", "--quiet") == 0
+    assert {Image.open(p).size for p in (tmp_path / "maps").iterdir()} == {(40, 24)}
+    with pytest.raises(SystemExit):
+        prepare("hed", photos, tmp_path / "o", "--size", "0")

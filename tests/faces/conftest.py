@@ -1,0 +1,16 @@
+"""Fixtures of the face tests (helpers in faces_helpers.py)."""
+
+import pytest
+from faces_helpers import LONDON, write_fake_london
+
+
+@pytest.fixture(scope="session")
+def fake_london(tmp_path_factory):
+    return write_fake_london(tmp_path_factory.mktemp("london") / "london-faces")
+
+
+@pytest.fixture(scope="session")
+def london():
+    if not (LONDON / "neutral").is_dir():
+        pytest.skip("../shared/data/london-faces is not on this machine")
+    return LONDON
