@@ -198,9 +198,10 @@ class Translator:
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
                         dtype: Any = None) -> "Translator":
         from matebit.checkpoint import load_pretrained
+        from matebit.weights import resolve_model  # a folder, or the name of a model shipped in the package
 
         dev = resolve_device(device)
-        generator, config = load_pretrained(directory, device=dev)
+        generator, config = load_pretrained(resolve_model(directory), device=dev)
         return cls(generator, config, dev, dtype, owned=True)
 
     # -- inputs ---------------------------------------------------------------------------------------------------
