@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("matebit.commands.eval", "compute metrics and write JSON lines and Markdown tables"),
     "bench": ("matebit.commands.bench", "benchmarks: synthetic quality"),
     "serve": ("matebit.commands.serve", "start the web demo"),
+    "models": ("matebit.commands.models", "list the models shipped in the package"),
+    "export": ("matebit.commands.export", "write a trained model folder as a shipped model (fp16/bf16, <= 25 MB)"),
 }
 
 
