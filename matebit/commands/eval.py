@@ -4,6 +4,10 @@ JSON lines and lay them out as the paper's Table 1 / Table 2 in Markdown.
   matebit eval --items DIR --out DIR                      an EvalSet folder (outputs/, exemplars/, targets/ ...)
   matebit eval --model DIR --data DIR --out DIR           translate the val pairs, save PNG samples, evaluate
   matebit eval report A.jsonl B.jsonl [--out table.md]    Markdown table from result files
+  matebit eval moved --model DIR|NAME --data DIR --out DIR [--pairs N] [--seed S]
+                                                          the moved-exemplar protocol (matebit/metrics/moved.py):
+                                                          validation pairs of different people, the exemplar moved
+                                                          by a known similarity transform, exact landmark truth
 
 Every run appends to OUT/metrics.jsonl and rewrites OUT/report.md from it. Weight files are checked before any
 work starts, so a missing FID or VGG19 file fails at once with the file's name (nothing is downloaded).
@@ -22,14 +26,16 @@ __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="*", metavar="report FILE.jsonl",
+    parser.add_argument("action", nargs="*", metavar="report FILE.jsonl | moved",
                         help="`report A.jsonl B.jsonl ...`: write the Markdown table of these result files "
-                             "(to --out FILE, else stdout) instead of evaluating")
+                             "(to --out FILE, else stdout) instead of evaluating; `moved`: the moved-exemplar "
+                             "protocol on --model and --data (needs landmarks)")
     src = parser.add_argument_group("what to evaluate (one of --items, or --model with --data)")
     src.add_argument("--items", metavar="DIR",
                      help="evaluation folder: outputs/ (PNG) plus any of exemplars/, structures/, targets/, "
                           "labels/, exemplar_labels/, landmarks/, exemplar_landmarks/, predicted_points/")
-    src.add_argument("--model", metavar="DIR", help="model folder written by save_pretrained")
+    src.add_argument("--model", metavar="DIR|NAME", help="model folder written by save_pretrained, or a shipped "
+                                                          "model's name (`matebit models`)")
     src.add_argument("--data", metavar="DIR", help="paired-folder data set (images/, structure/, ...)")
     src.add_argument("--split", choices=("train", "val"), default="val")
     src.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N pairs of the split")
@@ -38,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="model precision (bf16: autocast)")
     src.add_argument("--allow-jpeg", action="store_true",
                      help="with --items: accept JPEG outputs (noted in every result; JPEG shifts FID)")
+    mv = parser.add_argument_group("moved-exemplar protocol (`matebit eval moved`)")
+    mv.add_argument("--pairs", type=int, default=64, metavar="N",
+                    help="ordered pairs of different people (default %(default)s; 0 = all)")
+    mv.add_argument("--seed", type=int, default=0, help="fixes the pairs and the transforms (default %(default)s)")
     m = parser.add_argument_group("metrics")
     m.add_argument("--metrics", metavar="LIST",
                    help="comma-separated names (fid, kid, swd, texture, color, semantic, lpips, psnr, ssim, pck, "
@@ -141,7 +151,8 @@ def _report(args: argparse.Namespace) -> int:
     from matebit.metrics.registry import report_markdown
 
     if args.action[0] != "report":
-        raise InputError(f"unknown action {args.action[0]!r}; the only one is `matebit eval report FILE.jsonl ...`")
+        raise InputError(f"unknown action {args.action[0]!r}; use `matebit eval report FILE.jsonl ...` or "
+                         f"`matebit eval moved ...`")
     files = [Path(p) for p in args.action[1:]]
     if not files:
         raise InputError("`matebit eval report` needs at least one JSON lines file")
@@ -173,7 +184,45 @@ def _check_args(args: argparse.Namespace) -> None:
         raise NotAFolderError(f"{out}: --out must be a folder for evaluation runs")
 
 
+def _moved(args: argparse.Namespace) -> int:
+    from matebit.inference import resolve_device
+    from matebit.io import atomic_write_bytes
+    from matebit.metrics.moved import IMAGE_METRICS, MovedSettings, evaluate_moved, format_moved
+
+    if len(args.action) != 1:
+        raise InputError("`matebit eval moved` takes no file arguments; give --model, --data and --out")
+    if not (args.model and args.data and args.out):
+        raise InputError("`matebit eval moved` needs --model DIR|NAME, --data DIR and --out DIR")
+    if args.pairs < 0:
+        raise InputError("--pairs must be >= 0 (0 = every pair)")
+    if not Path(args.data).is_dir():
+        raise MissingPathError(f"{args.data}: data folder not found")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotAFolderError(f"{out}: --out must be a folder")
+    names = list(IMAGE_METRICS)
+    if args.metrics:
+        names = [] if args.metrics.strip() == "none" else [n.strip() for n in args.metrics.split(",") if n.strip()]
+        bad = [n for n in names if n not in IMAGE_METRICS]
+        if bad:
+            raise InputError(f"`eval moved` computes {', '.join(IMAGE_METRICS)} (or --metrics none), not {bad[0]!r}")
+    network = args.feature_network or "hed-vgg16"  # VGG19 is not obtainable offline; the result names the network
+    settings = MovedSettings(pairs=args.pairs or None, seed=args.seed, split=args.split)
+    out.mkdir(parents=True, exist_ok=True)
+    report = evaluate_moved(args.model, args.data, settings, size=args.size, feature_network=network,
+                            image_metrics=names, device=str(resolve_device(args.device)), batch_size=args.batch_size,
+                            figure=out / "pairs.png")
+    atomic_write_bytes(out / "moved.json", (report.to_json() + "\n").encode())
+    atomic_write_bytes(out / "moved.md", ("# Moved-exemplar evaluation\n\n" + format_moved(report, markdown=True)
+                                          + "\n").encode())
+    print(format_moved(report))
+    print(f"wrote {out / 'moved.json'}, {out / 'moved.md'} and {out / 'pairs.png'}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.action and args.action[0] == "moved":
+        return _moved(args)
     if args.action:
         return _report(args)
     _check_args(args)
@@ -204,7 +253,9 @@ def main(args: argparse.Namespace) -> int:
         from matebit.inference import Translator
         from matebit.metrics.samples import translate_split
 
-        model_dir, data = Path(args.model), Path(args.data)
+        from matebit.weights import resolve_model
+
+        model_dir, data = resolve_model(args.model), Path(args.data)  # a folder, or a shipped model's name
         for p, what in ((model_dir, "model"), (data, "data")):
             if not p.is_dir():
                 raise MissingPathError(f"{p}: {what} folder not found")
