@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("matebit.commands.serve", "start the web demo"),
     "models": ("matebit.commands.models", "list the models shipped in the package"),
     "export": ("matebit.commands.export", "write a trained model folder as a shipped model (fp16/bf16, <= 25 MB)"),
+    "recipe": ("matebit.commands.recipe", "recipes: `recipe faces` prepares data, trains, evaluates, writes the card"),
 }
 
 

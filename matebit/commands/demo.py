@@ -2,6 +2,7 @@
 
     matebit demo                 # ~6 minutes on 2 CPU cores; prints where report.html is
     matebit demo --out my-demo --steps 100
+    matebit demo --faces [--exemplar PORTRAIT.jpg]   # the shipped face model on scikit-image's astronaut, seconds
 
 The work is `matebit.demo.report.run_demo`; this module turns the command line into its `DemoSettings`.
 """
@@ -32,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set model.n_mat_blocks=2")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores, or 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = p.add_argument_group("face demo (matebit.recipes.faces.faces_demo)")
+    f.add_argument("--faces", action="store_true",
+                   help="instead: translate scikit-image's astronaut (HED edges) into the style of --exemplar with "
+                        "the shipped face model; writes PNGs and index.html to --out")
+    f.add_argument("--exemplar", metavar="IMAGE",
+                   help="exemplar portrait for --faces (default: matplotlib's grace_hopper.jpg, if installed)")
+    f.add_argument("--model", metavar="NAME|DIR", help="face model for --faces (default: the shipped faces-hed-128)")
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
@@ -45,7 +53,21 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
                    extra=list(args.overrides))
 
 
+def _faces(args: argparse.Namespace) -> int:
+    from matebit.recipes.faces import FACE_MODEL, faces_demo
+
+    out = Path(args.out if args.out != "matebit-demo" else "matebit-demo-faces")
+    paths = faces_demo(out, exemplar=args.exemplar, model=args.model or FACE_MODEL)
+    print(f"page: {paths['html'].resolve()}")
+    print(f"images: {', '.join(p.name for k, p in paths.items() if k != 'html')} in {out.resolve()}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.faces:
+        return _faces(args)
+    if args.exemplar or args.model:
+        raise InputError("--exemplar and --model go with --faces")
     settings = settings_from_args(args)
     settings.config()  # a bad preset or --set fails here, before any data is written
     if args.threads is not None and args.threads < 1:

@@ -14,3 +14,14 @@ def london():
     if not (LONDON / "neutral").is_dir():
         pytest.skip("../shared/data/london-faces is not on this machine")
     return LONDON
+
+
+@pytest.fixture()
+def shipped_root(tmp_path, monkeypatch):
+    """The shipped-models folder pointed at an empty temporary one (nothing is written under matebit/weights/)."""
+    import matebit.weights as W
+
+    root = tmp_path / "weights"
+    root.mkdir()
+    monkeypatch.setattr(W, "weights_root", lambda: root)
+    return root

@@ -27,14 +27,6 @@ Trained on nothing; for tests.
 """
 
 
-@pytest.fixture()
-def shipped_root(tmp_path, monkeypatch):
-    root = tmp_path / "weights"
-    root.mkdir()
-    monkeypatch.setattr(W, "weights_root", lambda: root)
-    return root
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "model"
