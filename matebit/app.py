@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from matebit.errors import ImageInputError, InputError, UploadRefused
-from matebit.io import MIN_SIDE, list_images, open_image
+from matebit.io import fit_side, list_images, open_image
 
 PHOTO_CONVERTERS = ("canny", "hed", "landmarks")  # "pose" takes keypoints, not photos
 
@@ -94,15 +94,6 @@ def check_upload(path: str | os.PathLike | None, label: str, limits: Limits,
         return open_image(p, name=label, max_pixels=limits.max_pixels)
     except ImageInputError as exc:
         raise UploadRefused(f"{label} refused: {str(exc).removeprefix(label + ': ')}.") from None
-
-
-def fit_side(im: Image.Image, side: int) -> Image.Image:
-    """Downscale (never upscale) so the longer side is at most `side`."""
-    w, h = im.size
-    scale = side / max(w, h)
-    if scale >= 1:
-        return im
-    return im.resize((max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale))), Image.Resampling.LANCZOS)
 
 
 def for_display(im: Image.Image | None, side: int = 256) -> Image.Image | None:

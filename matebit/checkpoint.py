@@ -276,6 +276,10 @@ def load_pretrained(directory: PathLike, device: str | torch.device = "cpu") -> 
     config = load_config(directory)
     model_cfg = config.model if isinstance(config, ExperimentConfig) else config
     state, _ = _read_safetensors(weights)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # such weights only ever give black or NaN images
+        raise CheckpointError(f"{directory}: the weights hold non-finite values (NaN or inf) in {len(bad)} "
+                              f"tensor(s) ({_names(bad)}); the model is broken, use an earlier checkpoint")
     generator = MATEBITGenerator(model_cfg)
     check_state_dict(generator.state_dict(), state, str(weights))
     generator.load_state_dict(state, strict=True)

@@ -23,10 +23,21 @@ SpectralNormKind = Literal["all", "official", "none"]
 # more (1/16), so input sides must be multiples of 16.
 TOKEN_STRIDE = 8
 SIZE_STRIDE = 16
+# The smallest side the network runs at: at 16 the 1/16 bottleneck is one pixel, where reflect padding and
+# instance norm fail. Inference pads (or resizes) smaller inputs up to this; training sizes start here.
+MIN_NET_SIDE = 2 * SIZE_STRIDE
 
 
 # The errors the models raise come through this module, so that `matebit.models` imports only `matebit.config`.
 from matebit.errors import ConfigError, InputSizeError  # noqa: E402  (re-exported)
+
+
+# Upper bounds, far above every preset (the paper's model: 64 / 512 / 512, 102 M parameters); at the bounds the
+# generator has a few billion parameters, and beyond them building it only exhausts memory.
+_MAX_WIDTHS = dict(structure_channels=256, image_channels=4, base_channels=512, feature_channels=2048,
+                   spade_hidden=2048, style_dim=1024, d_channels=512, d_layers=8, d_scales=5, n_mat_blocks=16,
+                   adaconv_kernel=31, adaconv_expansion=16, official_pos_channels=2048,
+                   official_prune_channels=2048)
 
 
 @dataclass
@@ -75,6 +86,9 @@ class ModelConfig:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         if self.fused_min_tokens < 1:
             raise ConfigError(f"fused_min_tokens must be >= 1, got {self.fused_min_tokens}")
+        for name, most in _MAX_WIDTHS.items():
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most:,}, got {getattr(self, name):,}")
 
     @property
     def stride(self) -> int:
@@ -123,6 +137,15 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        for name in ("style", "align", "corr", "structure", "perceptual", "contextual", "adversarial",
+                     "gan_feature_matching", "vgg_feature_matching", "gram_style", "pixel"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} is a weight and must be >= 0, got {getattr(self, name)}")
+        if self.tau <= 0:
+            raise ConfigError(f"loss.tau must be > 0, got {self.tau}")
+        if self.queue_size < 1 or self.early_steps < 0:
+            raise ConfigError(f"loss.queue_size must be >= 1 and loss.early_steps >= 0, got {self.queue_size} "
+                              f"and {self.early_steps}")
 
 
 @dataclass
@@ -151,6 +174,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        for name in ("steps", "batch_size", "log_every", "image_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("decay_start", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.image_size < MIN_NET_SIDE or self.image_size % SIZE_STRIDE:
+            raise ConfigError(f"train.image_size must be a multiple of {SIZE_STRIDE} and at least {MIN_NET_SIDE}, "
+                              f"got {self.image_size}")
+        if self.lr_g < 0 or self.lr_d < 0:
+            raise ConfigError(f"train.lr_g and train.lr_d must be >= 0, got {self.lr_g} and {self.lr_d}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"train.beta1 and train.beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
+        if not 0 <= self.exemplar_rate <= 1:
+            raise ConfigError(f"train.exemplar_rate is a probability, got {self.exemplar_rate}")
 
 
 @dataclass
@@ -206,6 +244,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}")
+    if cls is ExperimentConfig and "model" not in data:
+        # Without it the paper's model would be built silently, whatever the file meant.
+        raise ConfigError(f"{where or cls.__name__}: no 'model' section; a run config needs one (write a preset's "
+                          f"config with `matebit train --preset NAME ...` and edit its config.json)")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():

@@ -11,12 +11,19 @@ Inputs (`structure` and `exemplar`): anything `matebit.io.load_image` reads (a p
 tensor; its docstring has the ranges, the modes and what is refused), or a list of them, or a (B, C, H, W) tensor,
 for a batch.
 
-Sizes (`size_policy`): the network needs sides that are multiples of 16.
+Sizes (`size_policy`): the network needs sides that are multiples of 16, and at least 32 (`MIN_NET_SIDE`).
+Outputs always have the structure's size.
 
-* "pad" (default): the exemplar is resized to the structure's size; both are reflect-padded on the right
-  and bottom to the next multiple of 16; the output is cropped back. Output pixels match the structure's.
-* "resize": both are resized to `size` (an int or (height, width), multiples of 16) or, by default, to the
-  structure's size rounded to the nearest multiple of 16; the output is resized back to the structure's size.
+* "trained" (default): run at the size the model was trained at (`train.image_size` in the config.json of a
+  model folder written by training): both inputs are resized to it and the output is resized back. A model without
+  a trained size (a bare ModelConfig) runs as with "pad". Models are trained on squares resized without keeping
+  the aspect ratio, so this is what they saw.
+* "pad": run at the structure's own size: the exemplar is resized to the structure's size; both are padded on the
+  right and bottom to the next multiple of 16 (at least 32; reflected, or repeated where the image is smaller than
+  the padding) and the output is cropped back. Output pixels match the structure's.
+* "resize": both are resized to `size` (an int or (height, width), multiples of 16 of at least 32) or, by
+  default, to the structure's size rounded to the nearest multiple of 16; the output is resized back.
+  Giving `size` with the default policy means "resize".
 
 Items of a batch with different sizes are run in separate groups, never padded to each other.
 """
@@ -34,11 +41,11 @@ from PIL import Image
 from torch import Tensor
 
 from matebit import speed
-from matebit.config import SIZE_STRIDE, ExperimentConfig, ModelConfig
+from matebit.config import MIN_NET_SIDE, SIZE_STRIDE, ExperimentConfig, ModelConfig
 from matebit.errors import ImageInputError, InputError
 from matebit.io import ImageInput, Role, load_image, to_pil
 
-SizePolicy = Literal["pad", "resize"]
+SizePolicy = Literal["trained", "pad", "resize"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -71,7 +78,7 @@ def _resize(t: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
 
 def _round_size(h: int, w: int) -> tuple[int, int]:
     s = SIZE_STRIDE
-    return max(s, round(h / s) * s), max(s, round(w / s) * s)
+    return max(MIN_NET_SIDE, round(h / s) * s), max(MIN_NET_SIDE, round(w / s) * s)
 
 
 def _check_size_arg(size: Any) -> tuple[int, int] | None:
@@ -79,10 +86,20 @@ def _check_size_arg(size: Any) -> tuple[int, int] | None:
         return None
     hw = (size, size) if isinstance(size, int) else tuple(size)
     s = SIZE_STRIDE
-    if len(hw) != 2 or not all(isinstance(v, int) and v >= s and v % s == 0 for v in hw):
-        raise InputError(f"size must be an int or (height, width) of positive multiples of {SIZE_STRIDE}, "
-                         f"got {size!r}")
+    if len(hw) != 2 or not all(isinstance(v, int) and v >= MIN_NET_SIDE and v % s == 0 for v in hw):
+        raise InputError(f"size must be an int or (height, width) of multiples of {SIZE_STRIDE}, at least "
+                         f"{MIN_NET_SIDE}, got {size!r}")
     return hw
+
+
+def _pad(t: Tensor, pw: int, ph: int) -> Tensor:
+    """(C, H, W) padded on the right and bottom: reflected, or repeated where the image is not bigger than the
+    padding (reflection needs that), e.g. a 16 px side padded to 32."""
+    if not (pw or ph):
+        return t
+    h, w = t.shape[-2:]
+    mode = "reflect" if pw < w and ph < h else "replicate"
+    return F.pad(t[None], (0, pw, 0, ph), mode=mode)[0]
 
 
 def _prepare(structure: Tensor, exemplar: Tensor, policy: SizePolicy, size: tuple[int, int] | None) -> _Prepared:
@@ -90,10 +107,9 @@ def _prepare(structure: Tensor, exemplar: Tensor, policy: SizePolicy, size: tupl
     ex_size = tuple(exemplar.shape[-2:])
     if policy == "pad":
         ex = _resize(exemplar, (h, w), "bicubic").clamp(-1, 1)
-        ph, pw = -h % SIZE_STRIDE, -w % SIZE_STRIDE
+        ph, pw = max(MIN_NET_SIDE, h + -h % SIZE_STRIDE) - h, max(MIN_NET_SIDE, w + -w % SIZE_STRIDE) - w
         # Reflect, not zeros: a black border would read as structure (an edge) or as a dark exemplar region.
-        s = F.pad(structure[None], (0, pw, 0, ph), mode="reflect")[0]
-        ex = F.pad(ex[None], (0, pw, 0, ph), mode="reflect")[0]
+        s, ex = _pad(structure, pw, ph), _pad(ex, pw, ph)
     else:
         target = size or _round_size(h, w)
         s = _resize(structure, target).clamp(0, 1)
@@ -154,11 +170,19 @@ class TranslationResult:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"; anything else is an InputError."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(device)!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested, but no CUDA device is available (use 'cpu' or 'auto')")
+        raise InputError(f"device {str(device)!r} requested, but no CUDA device is available (use 'cpu' or 'auto')")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -181,11 +205,17 @@ class Translator:
 
     `dtype`: "auto" (default) computes in bf16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else in
     fp32; "fp32" gives exact reference numbers. Outputs are float32 either way.
+
+    `trained_size`: the side the model was trained at (`train.image_size` of an ExperimentConfig), which the
+    default size policy runs it at; None for a bare ModelConfig. `source` names the model in error messages.
     """
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,
-                 device: str | torch.device = "auto", dtype: Any = None, owned: bool = False):
+                 device: str | torch.device = "auto", dtype: Any = None, owned: bool = False,
+                 source: str | None = None):
         self.config = config.model if isinstance(config, ExperimentConfig) else config
+        self.trained_size = config.train.image_size if isinstance(config, ExperimentConfig) else None
+        self.source = source or "the model"
         self.device = resolve_device(device)
         self.precision = _resolve_dtype(dtype)
         # Threads, precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking
@@ -197,12 +227,14 @@ class Translator:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
                         dtype: Any = None) -> "Translator":
-        from matebit.checkpoint import load_pretrained
+        from matebit.checkpoint import load_config, load_pretrained
         from matebit.weights import resolve_model  # a folder, or the name of a model shipped in the package
 
         dev = resolve_device(device)
-        generator, config = load_pretrained(resolve_model(directory), device=dev)
-        return cls(generator, config, dev, dtype, owned=True)
+        folder = resolve_model(directory)
+        generator, _ = load_pretrained(folder, device=dev)
+        # The whole config (an ExperimentConfig from training also has the size the model was trained at).
+        return cls(generator, load_config(folder), dev, dtype, owned=True, source=str(directory))
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 
@@ -249,6 +281,10 @@ class Translator:
     def _forward(self, structure: Tensor, exemplar: Tensor):
         with torch.inference_mode(), self._precision_ctx:
             out = self.generator(*self._inputs(structure, exemplar))
+        if not bool(torch.isfinite(out.image).all()):  # would be saved as a black or garbage image
+            hint = "; try dtype fp32" if self.precision != "fp32" else ""
+            raise InputError(f"{self.source}: the model's output is non-finite (NaN or inf): its weights overflow "
+                             f"on these inputs or are broken{hint}")
         # bf16 runs return bf16 tensors; everything downstream (PIL, heat maps) works in float32.
         out.image = out.image.float()
         out.z = out.z.float() if out.z is not None else None
@@ -261,7 +297,7 @@ class Translator:
             return self.generator.probe_correspondence(*self._inputs(structure, exemplar),
                                                        query_index=query_index.to(self.device))
 
-    def __call__(self, structure: Any, exemplar: Any, size_policy: SizePolicy = "pad",
+    def __call__(self, structure: Any, exemplar: Any, size_policy: SizePolicy = "trained",
                  return_aux: bool = False, batch_size: int = 8, size: int | tuple[int, int] | None = None):
         """Translate structure map(s) with exemplar(s).
 
@@ -269,13 +305,17 @@ class Translator:
         exemplar shared across the other side's list. `return_aux=True` gives a `TranslationResult`
         instead. `size_policy` and `size` are described in the module docstring.
         """
-        if size_policy not in ("pad", "resize"):
-            raise InputError(f"size_policy must be 'pad' or 'resize', got {size_policy!r}")
+        if size_policy not in ("trained", "pad", "resize"):
+            raise InputError(f"size_policy must be 'trained', 'pad' or 'resize', got {size_policy!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-        if size is not None and size_policy != "resize":
-            raise InputError("size is used only with size_policy='resize'")
+        if size is not None and size_policy == "pad":
+            raise InputError("size is used only with size_policy='resize' (or the default, 'trained')")
         target = _check_size_arg(size)
+        if size_policy == "trained":
+            if target is None and self.trained_size:
+                target = (self.trained_size, self.trained_size)
+            size_policy = "resize" if target is not None else "pad"
         structures, exemplars, batched = self._load_pairs(structure, exemplar)  # all validation happens here
         prepared = [_prepare(s, e, size_policy, target) for s, e in zip(structures, exemplars)]
 

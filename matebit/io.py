@@ -34,7 +34,9 @@ from the stored pixels.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
 import shutil
 import warnings
@@ -84,13 +86,30 @@ def check_pixels(size: tuple[int, int], name: str, max_pixels: int = MAX_PIXELS,
                     f"decompression bomb (downscale it first)")
 
 
+def missing_reason(path: PathLike) -> str:
+    """Why `path` cannot be opened although it was named: "symlink loop", "broken symlink to X", "no such file"."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return f"broken symlink to {os.readlink(path)}"
+        if exc.errno == errno.EACCES:
+            return "permission denied"
+        if exc.errno == errno.ENOTDIR:
+            return "no such file (a parent is not a folder)"
+    return "no such file"
+
+
 def _existing_file(path: PathLike, name: str | None, what: str, error: type[UserError]) -> tuple[Path, str]:
     path = Path(path)
     name = name or str(path)
     if path.is_dir():
         raise error(f"{name}: is a folder, expected {what}")
     if not path.exists():
-        raise error(f"{name}: no such file")
+        raise error(f"{name}: {missing_reason(path)}")
     return path, name
 
 
@@ -282,6 +301,20 @@ def load_image(source: ImageInput, *, role: Role = "exemplar", channels: int = 3
     return unit if role == "structure" else unit * 2 - 1
 
 
+def fitted_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled down (never up) so the longer side is at most `side`; no side below `MIN_SIDE`."""
+    scale = side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+
+
+def fit_side(im: Image.Image, side: int) -> Image.Image:
+    """Downscale (never upscale) so the longer side is at most `side` (Lanczos; see `fitted_size`)."""
+    size = fitted_size(*im.size, side)
+    return im if size == im.size else im.resize(size, Image.Resampling.LANCZOS)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Tensors <-> 8-bit pixels
 
@@ -344,6 +377,10 @@ def _not_writable(path: Path, exc: OSError) -> PathError:
     return PathError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
+# The names of atomic writes' temp files: ".NAME.<8 hex digits>.tmp" beside NAME (see `_new_temp`).
+TEMP_FILE_PATTERN = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
 def _new_temp(path: Path, suffix: str, folder: bool = False) -> Path:
     """A new hidden file or folder beside `path`. Created with mode 0o666 / 0o777 so the kernel applies the
     process umask, as for any new file (mkstemp's private 0o600 would carry over to the final file)."""
@@ -376,12 +413,32 @@ def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
         if path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, PathError):
+            # A full disk, a read-only file system, a quota: name the file the user asked for, not the temp.
+            raise PathError(f"{path}: cannot write ({exc.strerror or first_line(exc)})") from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def clean_temp_files(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temp files that atomic writes of a killed process left directly in `folder` (names matching
+    `TEMP_FILE_PATTERN`; with `name`, only those of that target file; plain files only); returns what was removed."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.iterdir()):
+        if name is not None and not p.name.startswith(f".{name}."):
+            continue
+        if TEMP_FILE_PATTERN.match(p.name) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

@@ -95,7 +95,8 @@ def test_size_arguments_are_checked(translator, pair):
     with pytest.raises(ValueError, match="multiples of 16"):
         translator(edges, ex, size_policy="resize", size=30)
     with pytest.raises(ValueError, match="only with size_policy='resize'"):
-        translator(edges, ex, size=32)
+        translator(edges, ex, size_policy="pad", size=32)
+    assert translator(edges, ex, size=32).size == Image.fromarray(edges).size  # size alone: run at 32x32
 
 
 # -- auxiliaries -----------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
 """`matebit translate`: structure map(s) + exemplar(s) -> image(s), with a model folder from save_pretrained.
 
-One pair:   matebit translate --model M --structure sketch.png --exemplar face.jpg --out out.png
-A folder:   matebit translate --model M --structure maps/ --exemplar photos/ --out results/
-            (each map gets the exemplar with the same stem; or give one exemplar file for all)
-A list:     matebit translate --model M --pairs pairs.txt --out results/
-            (lines "<structure> <exemplar>", paths relative to the list; quote paths with spaces; # comments)
+One pair:     matebit translate --model M --structure sketch.png --exemplar face.jpg --out out.png
+A folder:     matebit translate --model M --structure maps/ --exemplar photos/ --out results/
+              (each map gets the exemplar with the same stem; or give one exemplar file for all)
+A pairs list: matebit translate --model M --pairs list.txt --out results/
+              (lines "<structure file> <exemplar file>", paths relative to the list; quote paths with spaces;
+              # comments. Not the training pairs.txt of stems, which `matebit train` reads.)
 
-Every input is checked and every output folder made before the model is loaded; each output is written
-atomically, so an error never leaves a partial file.
+Before the model is loaded: every path is checked, no output may resolve to an input or to another output (real
+paths, through symlinks; an output folder may not be or contain an input folder), output folders are made, and
+temp files a killed run left there are removed. Each output is written atomically, so an error never leaves a
+partial file; a full disk stops the run naming the file, and `--skip-existing` resumes it. Inputs are read at most
+`--max-size` px on their longer side (before `--from-photo` conversion) and outputs are resized back to the
+structure's size.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from matebit.errors import InputError, NotWritableError
-from matebit.io import IMAGE_EXTENSIONS, atomic_write, list_images, open_image
+from matebit.errors import InputError, NotWritableError, PathError, UserError, first_line
+from matebit.io import (IMAGE_EXTENSIONS, atomic_write, clean_temp_files, fitted_size, list_images,
+                        missing_reason, open_image)
+
+DEFAULT_MAX_SIZE = 1024
 
 
 @dataclass
@@ -30,30 +39,55 @@ class Job:
     warped: Path | None = None
     uncor: Path | None = None
 
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.out, self.warped, self.uncor) if p is not None]
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    batched: bool
+    folders: list[Path] = field(default_factory=list)  # batch output folders
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="model folder written by save_pretrained")
+    from matebit.app import PHOTO_CONVERTERS
+
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="model folder written by training or save_pretrained, or a shipped model's name")
     parser.add_argument("--structure", metavar="FILE|DIR", help="structure map, or a folder of them")
     parser.add_argument("--exemplar", metavar="FILE|DIR",
                         help="exemplar image; with a structure folder, a folder (same stems) or one file for all")
-    parser.add_argument("--pairs", metavar="FILE", help="list of '<structure> <exemplar>' lines (batch)")
+    parser.add_argument("--pairs", metavar="FILE",
+                        help="a pairs list: '<structure file> <exemplar file>' a line, relative to the list "
+                             "(not the training pairs.txt of stems)")
     parser.add_argument("--out", required=True, metavar="FILE|DIR",
                         help="output image (its extension picks the format), or a folder in batch mode (PNG)")
     parser.add_argument("--from-photo", metavar="METHOD",
-                        help="the structure inputs are photos: convert them first (canny, hed, landmarks)")
+                        help=f"the structure inputs are photos: convert them first ({', '.join(PHOTO_CONVERTERS)})")
     parser.add_argument("--save-warped", nargs="?", const="", metavar="PATH",
                         help="also save the exemplar warped by the last MAT block (default: <out>_warped.png, "
                              "or <out>/warped/ in batch mode)")
     parser.add_argument("--save-uncor", nargs="?", const="", metavar="PATH",
                         help="also save the unreliable-match weight map, white = no reliable match (default: "
                              "<out>_uncor.png, or <out>/uncor/ in batch mode)")
-    parser.add_argument("--size-policy", choices=("pad", "resize"), default="pad",
-                        help="pad to a multiple of 16 and crop back (default), or resize there and back")
-    parser.add_argument("--size", type=int, metavar="N", help="with --size-policy resize: run at NxN")
+    parser.add_argument("--size-policy", choices=("trained", "pad", "resize"), default=None,
+                        help="trained (default): run at the size the model was trained at, resized there and "
+                             "back; pad: at the input's own size, padded to a multiple of 16 and cropped back; "
+                             "resize: at --size, or the input's size rounded to a multiple of 16")
+    parser.add_argument("--size", type=int, metavar="N", help="run at NxN (a multiple of 16, at least 32)")
+    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="PX",
+                        help=f"read inputs at most PX on their longer side, before any --from-photo conversion; "
+                             f"outputs are resized back to the input's size (default {DEFAULT_MAX_SIZE}; 0: no cap)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX), else fp32")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave pairs whose outputs exist (resumes an interrupted batch)")
+    parser.add_argument("--skip-errors", action="store_true",
+                        help="continue past pairs that cannot be read; list them at the end (exit code 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr (batches)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -70,10 +104,10 @@ def _image_format(path: Path) -> str:
 
 
 def _need_file(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise InputError(f"{path}: no such file ({what})")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a file ({what})")
+    if not path.exists():
+        raise InputError(f"{path}: {missing_reason(path)} ({what})")
     return path
 
 
@@ -87,12 +121,17 @@ def _single_extra(arg: str | None, out: Path, suffix: str) -> Path | None:
     return path
 
 
+def _training_format(tokens: list[str]) -> bool:
+    """A line of the training pairs.txt: stems (no file suffix), the first followed by one or more exemplars."""
+    return len(tokens) >= 2 and all(not Path(t).suffix for t in tokens)
+
+
 def _read_pairs(path: Path) -> list[tuple[Path, Path]]:
     _need_file(path, "--pairs")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first path
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read pairs file ({exc})") from None
+        raise InputError(f"{path}: cannot read the pairs list ({first_line(exc)})") from None
     pairs = []
     for n, line in enumerate(text.splitlines(), 1):
         try:
@@ -101,12 +140,17 @@ def _read_pairs(path: Path) -> list[tuple[Path, Path]]:
             raise InputError(f"{path}:{n}: {exc}") from None
         if not parts:
             continue
+        s, e = ((path.parent / p) for p in parts[:2]) if len(parts) == 2 else (None, None)
+        if _training_format(parts) and not (len(parts) == 2 and s.is_file() and e.is_file()):
+            raise InputError(f"{path}: this is a training pairs.txt ('<stem> <exemplar stem> ...', read by "
+                             f"`matebit train`); translate --pairs takes a pairs list: '<structure file> "
+                             f"<exemplar file>' a line")
         if len(parts) != 2:
-            raise InputError(f"{path}:{n}: expected '<structure> <exemplar>', got {line.strip()!r}")
-        s, e = (path.parent / p for p in parts)  # an absolute path stays absolute
+            raise InputError(f"{path}:{n}: expected '<structure file> <exemplar file>', got {line.strip()!r}")
         for p, what in ((s, "structure"), (e, "exemplar")):
             if not p.is_file():
-                raise InputError(f"{path}:{n}: {what} {p} is not a file")
+                reason = "is a folder" if p.is_dir() else missing_reason(p)
+                raise InputError(f"{path}:{n}: {what} {p}: {reason}")
         pairs.append((s, e))
     if not pairs:
         raise InputError(f"{path}: no pairs listed")
@@ -120,7 +164,7 @@ def _batch_pairs(structure: Path, exemplar: Path) -> list[tuple[Path, Path]]:
     if exemplar.is_file():
         return [(s, exemplar) for s in maps]
     if not exemplar.is_dir():
-        raise InputError(f"{exemplar}: no such file or folder (--exemplar)")
+        raise InputError(f"{exemplar}: {missing_reason(exemplar)} (--exemplar, a file or folder)")
     by_stem: dict[str, Path] = {}
     for p in list_images(exemplar):
         if p.stem in by_stem:
@@ -143,17 +187,59 @@ def _writable_folder(folder: Path) -> Path:
     return folder
 
 
-def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
-    """Checked jobs and whether this is a batch run. Makes the output folders; writes nothing else."""
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _refuse_overlaps(outputs: dict[str, Path], out_folders: dict[str, Path], inputs: dict[Path, str],
+                     in_folders: dict[Path, str]) -> None:
+    """No output (file or folder) may resolve to an input, and no two outputs to one path.
+
+    `outputs` / `out_folders`: flag -> path; `inputs` / `in_folders`: path -> what it is (e.g. "--structure").
+    """
+    real_in = {_real(p): (p, what) for p, what in inputs.items()}
+    real_in_folders = {_real(p): (p, what) for p, what in in_folders.items()}
+    for flag, path in outputs.items():
+        hit = real_in.get(_real(path))
+        if hit:
+            raise InputError(f"{path}: {flag} would overwrite the input {hit[0]} ({hit[1]}); choose another {flag}")
+    for flag, folder in out_folders.items():
+        real = _real(folder)
+        for real_input, (given, what) in real_in_folders.items():
+            if real_input == real or real_input.is_relative_to(real):
+                relation = "is" if real_input == real else "contains"
+                raise InputError(f"{folder}: {flag} {relation} the input folder {given} ({what}); write the "
+                                 f"outputs to a folder of their own")
+    for kind in (outputs, out_folders):
+        seen: dict[Path, str] = {}
+        for flag, path in kind.items():
+            real = _real(path)
+            if real in seen:
+                raise InputError(f"{path}: {flag} and {seen[real]} are the same path; one would replace the "
+                                 f"other's files")
+            seen[real] = flag
+
+
+def _model_folder(args: argparse.Namespace) -> dict[Path, str]:
+    model = Path(args.model)
+    return {model: "--model"} if model.is_dir() else {}
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Checked jobs and whether this is a batch run. Makes the output folders and removes the temp files a killed
+    run left in them; writes nothing else."""
     out = Path(args.out)
     if args.pairs:
         if args.structure or args.exemplar:
             raise InputError("--pairs replaces --structure and --exemplar; give one or the other")
         pairs = _read_pairs(Path(args.pairs))
+        in_folders = _model_folder(args)
+        inputs = {Path(args.pairs): "--pairs"}
     else:
         if not args.structure or not args.exemplar:
             raise InputError("give --structure and --exemplar (or --pairs FILE)")
         structure, exemplar = Path(args.structure), Path(args.exemplar)
+        in_folders = _model_folder(args)
         if not structure.is_dir():
             _need_file(structure, "--structure")
             _need_file(exemplar, "--exemplar")
@@ -162,26 +248,52 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
             _image_format(out)
             warped = _single_extra(args.save_warped, out, "warped")
             uncor = _single_extra(args.save_uncor, out, "uncor")
-            for p in (out, warped, uncor):
-                if p is not None:
-                    _writable_folder(p.parent)
-            return [Job(structure, exemplar, out, warped, uncor)], False
+            outputs = {"--out": out, "--save-warped": warped, "--save-uncor": uncor}
+            outputs = {k: v for k, v in outputs.items() if v is not None}
+            _refuse_overlaps(outputs, {}, {structure: "--structure", exemplar: "--exemplar"}, in_folders)
+            for p in outputs.values():
+                _writable_folder(p.parent)
+                clean_temp_files(p.parent, p.name)
+            return Plan([Job(structure, exemplar, out, warped, uncor)], False)
         pairs = _batch_pairs(structure, exemplar)
+        in_folders[structure] = "--structure"
+        if exemplar.is_dir():
+            in_folders[exemplar] = "--exemplar"
+        inputs = {}
 
+    if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+        raise InputError(f"{out}: a batch writes a folder of images, but --out names an image file; give a folder")
     # Outputs are named after the structure; when a stem repeats (one map, several exemplars) both stems are used.
     stems = [s.stem for s, _ in pairs]
     names = stems if len(set(stems)) == len(stems) else [f"{s.stem}__{e.stem}" for s, e in pairs]
     if len(set(names)) != len(names):
         raise InputError("two pairs would write the same output file; list each pair once")
-    _writable_folder(out)
-    warped_dir = _writable_folder(Path(args.save_warped) if args.save_warped else out / "warped") \
-        if args.save_warped is not None else None
-    uncor_dir = _writable_folder(Path(args.save_uncor) if args.save_uncor else out / "uncor") \
-        if args.save_uncor is not None else None
+    folders = {"--out": out}
+    if args.save_warped is not None:
+        folders["--save-warped"] = Path(args.save_warped) if args.save_warped else out / "warped"
+    if args.save_uncor is not None:
+        folders["--save-uncor"] = Path(args.save_uncor) if args.save_uncor else out / "uncor"
+    for s, e in pairs:
+        inputs.setdefault(s, "a structure map")
+        inputs.setdefault(e, "an exemplar")
+    _refuse_overlaps({}, folders, {}, in_folders)
+    for flag, folder in folders.items():  # e.g. a pairs list naming files in the output folder
+        real_files = {_real(folder / f"{n}.png"): folder / f"{n}.png" for n in names}
+        for p, what in inputs.items():
+            hit = real_files.get(_real(p))
+            if hit is not None:
+                raise InputError(f"{hit}: {flag} would overwrite the input {p} ({what}); choose another {flag}")
+    for folder in folders.values():
+        _writable_folder(folder)
+        removed = clean_temp_files(folder)
+        if removed:
+            print(f"matebit translate: removed {len(removed)} temp file(s) an interrupted run left in {folder}",
+                  file=sys.stderr)
     jobs = [Job(s, e, out / f"{n}.png",
-                warped_dir / f"{n}.png" if warped_dir else None,
-                uncor_dir / f"{n}.png" if uncor_dir else None) for (s, e), n in zip(pairs, names)]
-    return jobs, True
+                folders["--save-warped"] / f"{n}.png" if "--save-warped" in folders else None,
+                folders["--save-uncor"] / f"{n}.png" if "--save-uncor" in folders else None)
+            for (s, e), n in zip(pairs, names)]
+    return Plan(jobs, True, list(folders.values()))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -189,16 +301,69 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
 
 
 def _converter(method: str):
+    from matebit.app import PHOTO_CONVERTERS
+
+    if method == "pose":
+        raise InputError("--from-photo pose: pose maps are drawn from OpenPose JSON keypoints, not from photos; "
+                         "make them with `matebit prepare pose` and pass them as --structure")
+    if method not in PHOTO_CONVERTERS:
+        raise InputError(f"--from-photo: unknown method {method!r}; choose from {', '.join(PHOTO_CONVERTERS)}")
     try:
         from matebit.convert import CONVERTERS
     except ImportError as exc:
         raise InputError(f"--from-photo needs matebit.convert, which cannot be imported ({exc})") from None
-    if method not in CONVERTERS:
-        raise InputError(f"--from-photo: unknown method {method!r}; choose from {', '.join(sorted(CONVERTERS))}")
     return CONVERTERS[method]
 
 
-def _save(image, path: Path) -> None:
+def _check_arguments(args: argparse.Namespace) -> str:
+    """Refuse impossible flag values before anything is read; returns the size policy to use."""
+    from matebit.config import MIN_NET_SIDE, SIZE_STRIDE
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_size != 0 and args.max_size < MIN_NET_SIDE:
+        raise InputError(f"--max-size must be 0 (no cap) or at least {MIN_NET_SIDE}, got {args.max_size}")
+    if args.size is not None:
+        if args.size_policy == "pad":
+            raise InputError("--size runs at NxN, --size-policy pad at the input's own size; give one of them")
+        if args.size < MIN_NET_SIDE or args.size % SIZE_STRIDE:
+            raise InputError(f"--size must be a multiple of {SIZE_STRIDE} and at least {MIN_NET_SIDE}, "
+                             f"got {args.size}")
+        return "resize"
+    return args.size_policy or "trained"
+
+
+def _read(path: Path, role: str, translator, max_size: int, convert=None):
+    """One input as the model's tensor, read at most `max_size` px on its longer side (before any conversion);
+    and its own (width, height), the size its output is restored to."""
+    import torch.nn.functional as F
+
+    name = str(path)
+    if path.suffix.lower() == ".npy":
+        if convert is not None:
+            raise InputError(f"{path}: --from-photo converts photos; this is a .npy structure map already")
+        t = translator.load(path, role, name)
+        size = (t.shape[-1], t.shape[-2])
+        w, h = fitted_size(*size, max_size) if max_size else size
+        if (w, h) != size:
+            t = F.interpolate(t[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+        return t, size
+    from matebit.io import fit_side
+
+    image = open_image(path, name=name)
+    size = image.size
+    if max_size:
+        image = fit_side(image, max_size)
+    if convert is not None:
+        image = convert(image)
+    return translator.load(image, role, name), size
+
+
+def _save(image, path: Path, size: tuple[int, int] | None = None) -> None:
+    from PIL import Image
+
+    if size is not None and image.size != tuple(size):  # read under --max-size: back to the input's size
+        image = image.resize(size, Image.Resampling.BICUBIC if image.mode == "RGB" else Image.Resampling.BILINEAR)
     fmt = _image_format(path)
     if fmt == "JPEG":
         atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
@@ -208,48 +373,69 @@ def _save(image, path: Path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from matebit.inference import Translator
+    from matebit.progress import progress
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.size is not None and args.size_policy != "resize":
-        raise InputError("--size is used only with --size-policy resize")
-    jobs, batched = plan(args)
+    policy = _check_arguments(args)
     convert = _converter(args.from_photo) if args.from_photo else None
+    work = plan(args)
+    jobs = work.jobs
+    if args.skip_existing:
+        jobs = [j for j in jobs if not all(p.exists() for p in j.outputs())]
+        if len(jobs) < len(work.jobs):
+            print(f"skipped {len(work.jobs) - len(jobs)} existing output(s) (--skip-existing)")
+        if not jobs:
+            print(f"nothing to do: every output exists in {args.out}")
+            return 0
     translator = Translator.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     need_aux = any(j.warped or j.uncor for j in jobs)
     if need_aux and translator.config.n_mat_blocks == 0:
         raise InputError(f"{args.model}: this model has no MAT blocks, so no warped exemplar or uncor map to save")
 
-    progress = None
-    if batched:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=len(jobs), desc="translate", unit="img", disable=None)
+    bar = progress(len(jobs), "translate", "images", quiet=args.quiet or not work.batched)
+    failed: list[str] = []
+    written = 0
     try:
         for start in range(0, len(jobs), args.batch_size):
-            chunk = jobs[start:start + args.batch_size]
-            structures = []
-            for job in chunk:
-                if convert is None:
-                    structures.append(job.structure)
-                else:
-                    structures.append(convert(open_image(job.structure)))
-            result = translator(structures, [j.exemplar for j in chunk], size_policy=args.size_policy,
+            chunk = []
+            for job in jobs[start:start + args.batch_size]:
+                try:
+                    structure, size = _read(job.structure, "structure", translator, args.max_size, convert)
+                    exemplar, _ = _read(job.exemplar, "exemplar", translator, args.max_size)
+                except UserError as exc:
+                    if not args.skip_errors:
+                        raise
+                    failed.append(first_line(exc))
+                    bar.update(1)
+                    continue
+                chunk.append((job, structure, exemplar, size))
+            if not chunk:
+                continue
+            result = translator([c[1] for c in chunk], [c[2] for c in chunk], size_policy=policy,
                                 return_aux=need_aux, batch_size=args.batch_size, size=args.size)
             images = result.images if need_aux else result
-            for i, job in enumerate(chunk):
-                _save(images[i], job.out)
-                if job.warped and result.warped[i] is not None:
-                    _save(result.warped[i], job.warped)
-                if job.uncor and result.uncor_weight[i] is not None:
-                    _save(result.uncor_weight[i], job.uncor)
-            if progress is not None:
-                progress.update(len(chunk))
+            try:
+                for i, (job, _, _, size) in enumerate(chunk):
+                    _save(images[i], job.out, size)
+                    if job.warped and result.warped[i] is not None:
+                        _save(result.warped[i], job.warped, size)
+                    if job.uncor and result.uncor_weight[i] is not None:
+                        _save(result.uncor_weight[i], job.uncor, size)
+                    written += 1
+            except PathError as exc:  # a full disk or a read-only folder: no use going on
+                if not work.batched:
+                    raise
+                raise PathError(f"{first_line(exc)}; the {written} finished output(s) are kept; fix it and rerun "
+                                f"with --skip-existing") from None
+            bar.update(len(chunk))
     finally:
-        if progress is not None:
-            progress.close()
-    if not batched:
+        bar.close()
+    if failed:
+        for line in failed:
+            print(f"matebit translate: skipped: {line}", file=sys.stderr)
+        raise InputError(f"{len(failed)} of {len(jobs)} pair(s) could not be read and were skipped (listed "
+                         f"above); {written} output(s) written to {args.out}")
+    if not work.batched:
         print(jobs[0].out)
     else:
-        print(f"wrote {len(jobs)} image(s) to {args.out}")
+        print(f"wrote {written} image(s) to {args.out}")
     return 0

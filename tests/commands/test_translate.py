@@ -96,13 +96,14 @@ def _bad_cases(files, tmp_path):
         "stem without exemplar": ([model, "--structure", tmp_path / "lonely", "--exemplar", files / "exemplars"],
                                   "no exemplar with the same stem.*zz.png"),
         "unknown converter": ([model, "--structure", m0, "--exemplar", ex, "--from-photo", "nope"], "unknown method"),
-        "size without resize": ([model, "--structure", m0, "--exemplar", ex, "--size", "32"], "--size"),
+        "size with pad": ([model, "--structure", m0, "--exemplar", ex, "--size", "32", "--size-policy", "pad"],
+                          "--size"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing structure", "corrupt structure", "out under a file", "pickle model",
                                   "unknown extension", "stem without exemplar", "unknown converter",
-                                  "size without resize"])
+                                  "size with pad"])
 def test_bad_input_exits_2_with_one_line_and_no_output(files, tmp_path, capsys, case):
     args, pattern = _bad_cases(files, tmp_path)[case]
     out = {"out under a file": tmp_path / "a_file" / "o.png", "unknown extension": tmp_path / "o.xyz",

@@ -1,0 +1,59 @@
+"""Builders shared by the issue-14 robustness tests: tiny model folders and small image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def save_tiny_model(folder: Path, trained_size: int | None = None) -> Path:
+    """A tiny untrained model folder: a bare ModelConfig (no trained size), or an ExperimentConfig whose
+    train.image_size is `trained_size` (what `matebit train` writes)."""
+    from matebit.checkpoint import save_pretrained
+    from matebit.config import apply_overrides, experiment_preset, model_preset
+    from matebit.models.generator import MATEBITGenerator
+
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    generator = MATEBITGenerator(cfg)
+    if trained_size is None:
+        return save_pretrained(folder, generator, cfg)
+    run_cfg = apply_overrides(experiment_preset("tiny"), [f"train.image_size={trained_size}"])
+    return save_pretrained(folder, generator, run_cfg)
+
+
+def edges(w: int, h: int) -> np.ndarray:
+    arr = np.zeros((h, w), np.uint8)
+    arr[h // 2, :] = 255
+    arr[:, w // 3] = 255
+    return arr
+
+
+def gradient(w: int, h: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), np.full_like(x, 128)], -1).astype(np.uint8)
+
+
+def image_folder(folder: Path, names: list[str], size: tuple[int, int] = (48, 40), kind: str = "edges") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        arr = edges(*size) if kind == "edges" else gradient(*size)
+        Image.fromarray(arr).save(folder / name)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def command_help(name: str) -> str:
+    """`matebit NAME --help`, as text."""
+    from matebit.cli import build_parser
+
+    parser = build_parser(name)
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices[name].format_help()
