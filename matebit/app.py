@@ -11,6 +11,8 @@ MAT's masked correspondence beside the unmasked one (the paper's Figure 1).
 What protects the server:
 * it binds to 127.0.0.1 unless `--host` says otherwise; no share link, analytics or run history, and no
   outbound call (gradio serves its own fonts, its telemetry is off, the Hugging Face hub is set offline);
+* it answers only requests whose Host header (and Origin header, when sent) names the address it was started on
+  (`HostCheck`): a page on another site that rebinds its DNS name to 127.0.0.1 gets 403, not the translate API;
 * uploads over `--max-upload-mb` or `--max-pixels` are refused with one message each, checked from the file
   size and the image header before anything is decoded; non-images and corrupt files likewise;
 * a file is read only from gradio's upload folder: no path typed or sent by a user is opened;
@@ -25,10 +27,13 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -220,7 +225,7 @@ class ServeApp:
         exemplar = fit_side(self.open(exemplar_path, "Exemplar").convert("RGB"), self.limits.work_side)
         structure = fit_side(structure, self.limits.work_side)
         try:
-            result = self.translator(structure, exemplar, size_policy="pad", return_aux=True)
+            result = self.translator(structure, exemplar, return_aux=True)  # at the model's trained size
         except ImageInputError as exc:  # e.g. a colour map for a greyscale model, or a tiny image
             raise UploadRefused(str(exc)) from None
         out = result.images[0]
@@ -232,12 +237,84 @@ class ServeApp:
         """(structure with the point marked, masked heat map over the exemplar, unmasked heat map)."""
         w, h = structure.size
         x, y = min(max(float(x), 0.0), w - 1.0), min(max(float(y), 0.0), h - 1.0)
-        result = self.translator(structure, exemplar, size_policy="pad", return_aux=True)
+        result = self.translator(structure, exemplar, return_aux=True)
         try:
             masked, full = result.correspondence([(x, y)])
         except ValueError as exc:  # a model without MAT blocks
             raise UploadRefused(str(exc)) from None
         return mark_point(structure, x, y), heat_overlay(exemplar, masked[0]), heat_overlay(exemplar, full[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Host and Origin checks (a defence against DNS rebinding)
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _host_port(name: str, port: int) -> set[str]:
+    name = name.strip().lower().strip("[]")
+    host = f"[{name}]" if ":" in name else name
+    return {f"{host}:{port}"} | ({host} if port in (80, 443) else set())
+
+
+def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The Host header values (`name:port`, lower case) a server bound to `host`:`port` answers.
+
+    127.0.0.1 / localhost / ::1: the three loopback names. A wildcard bind (0.0.0.0, ::): those, plus this machine's
+    host name and its addresses. Any other address: itself. `extra` adds names (`matebit serve --allowed-host`).
+    """
+    names = set(extra)
+    if host in LOOPBACK_NAMES or host in WILDCARD_HOSTS:
+        names |= set(LOOPBACK_NAMES)
+    else:
+        names.add(host)
+    if host in WILDCARD_HOSTS:
+        names |= {socket.gethostname(), socket.getfqdn()}
+        try:
+            names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+    return frozenset(v for n in names if n for v in _host_port(n, port))
+
+
+def host_permitted(host: str | None, origin: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request with these Host and Origin headers is for this server (see `allowed_hosts`)."""
+    if not host or host.strip().lower() not in allowed:
+        return False
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc.lower() in allowed
+
+
+class HostCheck:
+    """ASGI middleware: 403 for any HTTP or WebSocket request whose Host or Origin header is not in `allowed`."""
+
+    def __init__(self, app, allowed: Iterable[str]):
+        self.app = app
+        self.allowed = frozenset(allowed)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            headers: dict[str, str] = {}
+            for key, value in scope.get("headers") or []:
+                headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            if not host_permitted(headers.get("host"), headers.get("origin"), self.allowed):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = b"403 Forbidden: this server answers only requests for its own address (Host, Origin)\n"
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -45,7 +45,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, add_help=name == command)
         if name == command:
             importlib.import_module(module).add_arguments(p)
+            _quiet_everywhere(p)
     return parser
+
+
+def _quiet_everywhere(parser: argparse.ArgumentParser) -> None:
+    """One name for "no progress bar": every (sub)command with --no-progress also takes --quiet."""
+    options = parser._option_string_actions
+    if "--no-progress" in options and "--quiet" not in options:
+        parser.add_argument("--quiet", dest=options["--no-progress"].dest, action="store_true",
+                            help="no progress bar (the same as --no-progress)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _quiet_everywhere(sub)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

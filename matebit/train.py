@@ -8,15 +8,25 @@ discriminator step (hinge, Eq. 13). Adam with beta = (0, 0.999), TTUR (G 1e-4, D
 then a linear decay to zero (Sec. 4). Checkpoints are safetensors + JSON, written atomically; a resumed run
 continues exactly where the checkpoint left off (same data order, same queue, same optimiser state).
 
-Here: the loop, the `Trainer` state, checkpoint files, run logs and image grids. The losses are
-`matebit.losses.objective.Objective`, the data order `matebit.data.sampler.StreamSampler`.
+Here: the loop, the `Trainer` state, checkpoint files, run logs, image grids, the run folder's lock and the data
+check before step 1. The losses are `matebit.losses.objective.Objective`, the data order
+`matebit.data.sampler.StreamSampler`.
+
+A run folder is locked while a run uses it (`<out>/.lock`, the PID and host of the run): a second run into it stops
+at once naming the PID; a lock left by a run that was killed (its PID no longer runs on this host) is reported and
+taken over. Every data file of the train and validation splits is read before step 1; a bad one stops the run
+naming it, or is left out with `skip_bad_files`. A resumed run must keep its config: only `RESUME_MAY_CHANGE` may
+differ from the checkpoint's (`train.steps` to continue a finished run longer, never below the checkpoint's step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
+import socket
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,7 +38,7 @@ from torch import Tensor
 
 from matebit.config import ExperimentConfig, from_json, to_dict, to_json
 from matebit.data.sampler import SeededItems, StreamSampler
-from matebit.errors import TrainingError, first_line
+from matebit.errors import DataError, PathError, TrainingError, UserError, first_line
 from matebit.losses import LossNetworks, Objective, StyleQueue
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
@@ -245,7 +255,8 @@ def save_checkpoint(trainer: Trainer, out: Path) -> Path:
     except (OSError, SafetensorError) as exc:
         # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
         # removed their temp files, so the previous checkpoint is what a --resume will find.
-        msg = first_line(exc)
+        cause = exc.__cause__ if isinstance(exc, PathError) and exc.__cause__ is not None else exc
+        msg = getattr(cause, "strerror", None) or first_line(cause)  # io's PathError names the file again
         newest = latest_checkpoint(out) if folder.is_dir() else None
         kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
         raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
@@ -261,6 +272,49 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+# Config fields a resumed run may change: the length of the run, and where pretrained weights or workers come from.
+RESUME_MAY_CHANGE = ("train.steps", "train.num_workers", "loss.vgg19_path", "loss.lpips_backbone_path", "preset")
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[tuple[str, object, object]]:
+    """(dotted field, value in a, value in b) for every field where the two configs differ, in config order."""
+    found = []
+    for section in dataclasses.fields(a):
+        x, y = getattr(a, section.name), getattr(b, section.name)
+        if dataclasses.is_dataclass(x):
+            found += [(f"{section.name}.{f.name}", getattr(x, f.name), getattr(y, f.name))
+                      for f in dataclasses.fields(x) if getattr(x, f.name) != getattr(y, f.name)]
+        elif x != y:
+            found.append((section.name, x, y))
+    return found
+
+
+def checkpoint_config(path: Path) -> tuple[ExperimentConfig, int]:
+    """The config and step stored in a checkpoint's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    from matebit.errors import CheckpointError
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        config, step = json.loads(meta["config"]), int(json.loads(meta["step"]))
+    except Exception as exc:  # a header that is not ours: say which file
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({first_line(exc)})") from None
+    return from_json(ExperimentConfig, json.dumps(config), where=str(path)), step
+
+
+def check_resumable(saved: ExperimentConfig, step: int, cfg: ExperimentConfig, where: str) -> None:
+    """Refuse a config that differs from the run's `saved` one outside RESUME_MAY_CHANGE, naming the field."""
+    for name, old, new in config_differences(saved, cfg):
+        if name not in RESUME_MAY_CHANGE:
+            raise TrainingError(f"{where}: the run has {name}={json.dumps(old)}, this request {name}="
+                                f"{json.dumps(new)}; a resumed run keeps its config (drop the value, or start a "
+                                f"new run in another --out)")
+    if cfg.train.steps < step:
+        raise TrainingError(f"{where}: train.steps={cfg.train.steps} is below the checkpoint's step {step}")
+
+
 def resume(trainer: Trainer, out: Path) -> bool:
     from matebit.checkpoint import load_tensors
 
@@ -269,11 +323,102 @@ def resume(trainer: Trainer, out: Path) -> bool:
         return False
     tensors, meta = load_tensors(path)
     saved = from_json(ExperimentConfig, json.dumps(meta["config"]), where=str(path))
-    if to_dict(saved.model) != to_dict(trainer.cfg.model):
-        raise TrainingError(f"{path}: the checkpoint's model config differs from this run's; "
-                            f"use the same preset and --set values, or another --out")
+    check_resumable(saved, int(meta["step"]), trainer.cfg, str(path))
     trainer.load_state_tensors(tensors, meta, str(path))
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder's lock
+
+
+LOCK_NAME = ".lock"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux /proc, in clock ticks since boot), to tell a reused PID apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _running(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OSError, OverflowError):
+        return False
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+class RunLock:
+    """`<out>/.lock` holding {"pid", "host", "start", "since"} while a run uses the folder (see the module doc)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / LOCK_NAME
+        self.held = False
+
+    def _write_new(self, record: dict) -> bool:
+        """Create the lock with its whole content at once (a link of a complete temp file); False if it exists."""
+        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.{time.monotonic_ns()}")
+        tmp.write_text(json.dumps(record))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create, then write
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(record))
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            if self._write_new(me):
+                self.held = True
+                return
+            try:
+                holder = json.loads(self.path.read_text())
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except FileNotFoundError:
+                continue  # released meanwhile
+            except (OSError, ValueError, KeyError, TypeError):
+                raise TrainingError(f"{self.path}: a run lock that cannot be read; if no `matebit train` uses "
+                                    f"{self.path.parent}, delete it") from None
+            if host == me["host"] and not _running(pid, holder.get("start")):
+                print(f"matebit train: note: {self.path}: a stale lock of PID {pid} on {host}, which no longer "
+                      f"runs (a killed run); taking it over", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            since = f", since {holder['since']}" if holder.get("since") else ""
+            other = "" if host == me["host"] else f"; if that run is gone, delete {self.path}"
+            raise TrainingError(f"{self.path}: the run folder is in use by PID {pid} on {host}{since} (another "
+                                f"`matebit train`); wait for it or choose another --out{other}")
+        raise TrainingError(f"{self.path}: could not take the run lock; another run keeps taking it")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+        self.held = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,19 +491,58 @@ def image_grid(batch: dict[str, Tensor], out, max_items: int = 4) -> Tensor:
 # The loop
 
 
-def make_loader(cfg: ExperimentConfig, data_root: str, start_step: int, num_workers: int | None = None):
+VERIFY_PROGRESS_FROM = 200  # data sets with at least this many pairs show a progress bar while verified
+
+
+def open_datasets(cfg: ExperimentConfig, data_root: str):
+    """(train split, validation split or None when it is empty) of the paired-folder data set."""
     from matebit.data import DataConfig, PairedFolderDataset
 
     t = cfg.train
     data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
                           exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed)
-    dataset = PairedFolderDataset(data_cfg, "train")
+    val = PairedFolderDataset(data_cfg, "val", allow_empty=True)
+    return PairedFolderDataset(data_cfg, "train"), (val if len(val) else None)
+
+
+def verify_data(datasets, skip_bad: bool = False, quiet: bool = False) -> list[tuple[Path, str]]:
+    """Read every file of the given splits before step 1 (see PairedFolderDataset.verify); the bad files."""
+    from matebit.progress import progress
+
+    bad: dict[Path, str] = {}
+    for ds in datasets:
+        bar = progress(len(ds), f"verify {ds.split}", "pairs", quiet=quiet or len(ds) < VERIFY_PROGRESS_FROM)
+        try:
+            bad.update(ds.verify(skip_bad=skip_bad, progress=bar))
+        finally:
+            bar.close()
+        if not len(ds):
+            raise DataError(f"{ds.cfg.root}: no usable pairs left in the {ds.split} split after skipping bad files")
+    return list(bad.items())
+
+
+def make_loader(cfg: ExperimentConfig, data_root: str, start_step: int, num_workers: int | None = None,
+                dataset=None):
+    """The training DataLoader from `start_step` on; `dataset` is the (verified) train split, else opened here."""
+    t = cfg.train
+    dataset = dataset if dataset is not None else open_datasets(cfg, data_root)[0]
     sampler = StreamSampler(len(dataset), t.batch_size, t.seed, start_step, *world())
     workers = t.num_workers if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size=t.batch_size, sampler=sampler,
                                          num_workers=workers, pin_memory=torch.cuda.is_available(),
                                          persistent_workers=workers > 0, drop_last=True)
     return loader
+
+
+def _from_worker(exc: UserError) -> UserError:
+    """A DataLoader worker's error comes back as 'Caught DataError in DataLoader worker process 0. Original
+    Traceback ...'; give back the original one-line message instead."""
+    text = str(exc).strip()
+    if not text.startswith("Caught "):
+        return exc
+    last = text.splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
 
 
 def setup_distributed() -> torch.device:
@@ -374,21 +558,56 @@ def setup_distributed() -> torch.device:
 
 def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = False,
           device: torch.device | None = None, max_steps: int | None = None, progress: bool = True,
-          num_workers: int | None = None) -> Trainer:
-    """Run (or continue) training until cfg.train.steps, or `max_steps` more steps for tests."""
+          num_workers: int | None = None, skip_bad_files: bool = False) -> Trainer:
+    """Run (or continue) training until cfg.train.steps, or `max_steps` more steps for tests.
+
+    The run folder is locked for the run; every data file is read before step 1 (`skip_bad_files`: bad ones are
+    left out and listed); `progress=False` prints no progress bars.
+    """
     device = device or setup_distributed()
+    out = Path(out)
+    lock = RunLock(out) if is_main() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, data_root, out, resume_run, device, max_steps, progress, num_workers, skip_bad_files)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _build_trainer(cfg: ExperimentConfig, device: torch.device) -> Trainer:
+    try:
+        return Trainer(cfg, device)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
+            raise
+        raise TrainingError(f"not enough memory to build this model ({first_line(exc)}); make it smaller "
+                            f"(model.base_channels, model.feature_channels, ...)") from None
+
+
+def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, device: torch.device,
+           max_steps: int | None, progress: bool, num_workers: int | None, skip_bad_files: bool) -> Trainer:
     rank, world_size = world()
+    if resume_run and latest_checkpoint(out) is None:
+        raise TrainingError(f"{out}: no checkpoint to resume from; run without --resume to start a new run there")
+    if not resume_run and latest_checkpoint(out) is not None:
+        raise TrainingError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, "
+                            f"or choose another --out")
+    datasets = open_datasets(cfg, data_root)
+    skipped = verify_data([d for d in datasets if d is not None], skip_bad_files, quiet=not (progress and is_main()))
+    if skipped and is_main():
+        for path, message in skipped:
+            print(f"matebit train: skipped bad file: {message}", file=sys.stderr)
+        print(f"matebit train: skipped {len(skipped)} bad file(s) (--skip-bad-files); training on "
+              f"{len(datasets[0])} pairs", file=sys.stderr)
     torch.manual_seed(cfg.train.seed + rank)
     random.seed(cfg.train.seed + rank)
-    out = Path(out)
     log = RunLog(out, is_main())
-    trainer = Trainer(cfg, device)
+    trainer = _build_trainer(cfg, device)
     if resume_run and resume(trainer, out):
         if is_main():
             print(f"resumed from step {trainer.step}")
-    elif latest_checkpoint(out) is not None:
-        raise TrainingError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, "
-                            f"or choose another --out")
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(to_json(cfg))
@@ -396,19 +615,32 @@ def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = F
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps({"event": "start", "step": trainer.step, "world_size": world_size,
                                 "device": str(device), "loss_networks": described}) + "\n")
+            if skipped:
+                f.write(json.dumps({"event": "skipped_bad_files", "step": trainer.step,
+                                    "files": [str(p) for p, _ in skipped],
+                                    "reasons": [m for _, m in skipped]}) + "\n")
         if any("substitute" in v for v in described.values()):
             print("note: using substitute loss networks: " + ", ".join(f"{k}={v}" for k, v in described.items()))
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)
-    loader = make_loader(cfg, data_root, trainer.step, num_workers)
+    loader = make_loader(cfg, data_root, trainer.step, num_workers, dataset=datasets[0])
     bar = None
     if progress and is_main():
         from tqdm import tqdm
         bar = tqdm(total=end, initial=trainer.step, desc="train", dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), trainer.step
     batches = iter(loader)
+    saved_step = trainer.step
     try:
         while trainer.step < end:
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except UserError as exc:  # a file that went bad after it was verified
+                error = _from_worker(exc)
+                if trainer.step > saved_step and is_main() and not dist.is_initialized():
+                    save_checkpoint(trainer, out)
+                    raise type(error)(f"{error}; stopped at step {trainer.step} (checkpoint saved); fix the file "
+                                      f"and rerun with --resume") from None
+                raise error from None
             values = trainer.train_step(batch)
             step = trainer.step
             if bar is not None:
@@ -428,6 +660,7 @@ def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = F
             if step % cfg.train.checkpoint_every == 0 or step == end:
                 if is_main():
                     save_checkpoint(trainer, out)
+                saved_step = step
                 if dist.is_initialized():
                     dist.barrier()
     finally:  # an error message must start on its own line, not after the progress bar

@@ -3,17 +3,20 @@
     matebit serve --model runs/celeba/final          # http://127.0.0.1:7860
     matebit serve                                    # the model `matebit demo` trained (matebit-demo/run/model)
 
-This module owns what protects the process around the page: the bind address, a private temporary folder removed
-at exit, and an environment that keeps gradio offline; the page itself and its upload checks are in matebit/app.py.
+This module owns what protects the process around the page: the bind address (checked free before anything is
+loaded), the Host/Origin check against it, a private temporary folder removed at exit, and an environment that keeps
+gradio offline; the page itself and its upload checks are in matebit/app.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -48,12 +51,38 @@ def resolve_model_dir(model: str | None) -> Path:
                      f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line suggesting --port, an address this process cannot listen on (in use, privileged)."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port}: not a port number (1-65535)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"--host {host}: cannot resolve this address ({exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is not busy
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"port {port} on {host} is in use (another server?); choose another with "
+                                 f"--port N") from None
+            if exc.errno == errno.EACCES:
+                raise InputError(f"port {port} on {host}: permission denied (ports below 1024 need privileges); "
+                                 f"choose another with --port N") from None
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host, or choose "
+                             f"another --port") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
                                                        f"demo`)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this host name (the Host header is checked against the "
+                             "bound address: a defence against DNS rebinding); repeatable")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
     parser.add_argument("--max-pixels", type=int, default=16_000_000,
@@ -73,13 +102,16 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--max-upload-mb and --max-pixels must be positive and --work-side at least {MIN_SIDE}")
     if args.examples is not None and not Path(args.examples).is_dir():
         raise InputError(f"--examples {args.examples}: not a folder")
+    check_port(args.host, args.port)  # before minutes of loading: a busy port is said at once
     temp_dir = private_temp_dir()
     offline_environment(temp_dir)
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise InputError("the web demo needs gradio: pip install 'matebit[app]'") from None
-    from matebit.app import Limits, ServeApp, build_ui, find_examples, write_examples
+    from starlette.middleware import Middleware
+
+    from matebit.app import HostCheck, Limits, ServeApp, allowed_hosts, build_ui, find_examples, write_examples
     from matebit.inference import Translator
 
     translator = Translator.from_pretrained(model_dir, device=args.device)
@@ -94,10 +126,17 @@ def main(args: argparse.Namespace) -> int:
     print(f"matebit serve: model {model_dir} on {translator.device}; temporary files in {temp_dir}")
     # SIGTERM ends the server like Ctrl-C does, so the temporary folder is removed either way.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    host_check = Middleware(HostCheck, allowed=allowed_hosts(args.host, args.port, args.allowed_host))
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
                     max_file_size=limits.max_bytes, show_error=False, footer_links=[], run_history=False,
-                    ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False)
+                    ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False,
+                    app_kwargs={"middleware": [host_check]})
+    except OSError as exc:  # the port was taken after the check: gradio's advice names its own variables
+        if "port" in str(exc).lower():
+            raise InputError(f"port {args.port} on {args.host} is in use (another server?); choose another with "
+                             f"--port N") from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(temp_dir, ignore_errors=True)

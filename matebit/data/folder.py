@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from matebit.errors import DataError, first_line
-from matebit.io import DATASET_EXTENSIONS, from_uint8, open_image, read_npy
+from matebit.io import DATASET_EXTENSIONS, from_uint8, missing_reason, open_image, read_npy
 
 from .warp import WarpConfig, random_warp
 
@@ -72,6 +72,8 @@ def _hash_unit(stem: str) -> float:
 def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in exts and p.is_symlink() and not p.exists():
+            raise DataError(f"{p}: {missing_reason(p)}")  # a loop or a dangling link, not a missing file
         if p.is_file() and p.suffix.lower() in exts:
             if p.stem in found:
                 raise DataError(f"{p}: stem {p.stem!r} also used by {found[p.stem].name}; keep one file per stem")
@@ -81,7 +83,7 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first stem
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({first_line(e)})") from None
 
@@ -157,7 +159,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
     """Items: structure (C,H,W) [0,1], image x_B (3,H,W) [-1,1], exemplar y_B (3,H,W) [-1,1], self_ref (bool
     tensor), stem, exemplar_stem."""
 
-    def __init__(self, cfg: DataConfig, split: str = "train"):
+    def __init__(self, cfg: DataConfig, split: str = "train", allow_empty: bool = False):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.cfg, self.split = cfg, split
@@ -175,7 +177,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         for s in self.stems:
             if s not in self.structures:
                 raise DataError(f"{st_dir / s}.png: no structure map (.png or .npy) for {self.images[s]}")
-        if not self.stems:
+        if not self.stems and not allow_empty:
             raise DataError(f"{root}: the {split} split is empty")
         self.pairs = self._read_pairs(root / "pairs.txt")
 
@@ -264,13 +266,39 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         return {"structure": structure, "image": image, "exemplar": exemplar,
                 "self_ref": torch.tensor(self_ref), "stem": stem, "exemplar_stem": ex_stem}
 
-    def verify(self) -> int:
-        """Read every file of the split (and its exemplars) once; raises DataError on the first bad one."""
-        seen = set()
-        for stem in self.stems:
-            self.load_pair(stem)
+    def verify(self, skip_bad: bool = False, progress=None) -> list[tuple[Path, str]]:
+        """Read every file of the split and its pairs-file exemplars once: decodable, sizes and channels that fit,
+        finite values in range. Returns the bad files as (path, message).
+
+        Without `skip_bad` a bad file raises a DataError naming it (and how many more there are); with it, the
+        stems whose image or map is bad leave the split and bad exemplars leave the pairs lists. `progress` (an
+        object with `update()`) advances once per stem.
+        """
+        bad: dict[Path, str] = {}
+        good_refs: set[str] = set()
+        for stem in list(self.stems):
             for ref in self.pairs.get(stem, []):
-                if ref not in seen:
-                    load_image(self.images[ref])
-                    seen.add(ref)
-        return len(self.stems)
+                if ref not in good_refs and self.images[ref] not in bad:
+                    try:
+                        load_image(self.images[ref])
+                        good_refs.add(ref)
+                    except DataError as exc:
+                        bad[self.images[ref]] = first_line(exc)
+            path = self.images[stem]
+            try:
+                image = load_image(path)
+                path = self.structures[stem]
+                load_structure(path, self.cfg.structure_channels, tuple(image.shape[1:]))
+            except DataError as exc:
+                bad[path] = first_line(exc)
+            if progress is not None:
+                progress.update(1)
+        if bad and not skip_bad:
+            first = next(iter(bad.values()))
+            more = f"{len(bad) - 1} more bad file(s); " if len(bad) > 1 else ""
+            raise DataError(f"{first}; {more}pass --skip-bad-files to train without them")
+        bad_stems = {s for s in self.images if self.images[s] in bad}
+        bad_stems |= {s for s in self.stems if self.structures[s] in bad}
+        self.stems = [s for s in self.stems if s not in bad_stems]
+        self.pairs = {s: kept for s, refs in self.pairs.items() if (kept := [r for r in refs if r not in bad_stems])}
+        return list(bad.items())

@@ -64,14 +64,17 @@ def _no_orphans():
 
 
 def _spawn(data: Path, out: Path) -> subprocess.Popen:
+    """The run into `out`: resumed when a checkpoint exists (--resume needs one), else started afresh. A kill
+    leaves the run folder's lock behind; the next process reports it as stale and takes it over."""
     sets = [x for s in SETTINGS for x in ("--set", s)]
+    resume = ["--resume"] if latest_checkpoint(out) is not None else []
     # Same thread count as this process, so the reference run (in-process) sums in the same order.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONUNBUFFERED": "1"}
     env.pop("MATEBIT_DEBUG", None)
     # stderr (the progress bar, any error) to a file: an unread pipe could fill up and stall the child.
     with open(out.parent / f"{out.name}.stderr", "ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "matebit", "train", "--preset", "tiny", "--data", str(data),
-                                 "--out", str(out), "--resume", "--workers", "0", *sets],
+                                 "--out", str(out), *resume, "--workers", "0", *sets],
                                 stdout=subprocess.DEVNULL, stderr=err, env=env)
     _LIVE.append(proc)
     return proc
