@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import random
-import socket
 import sys
 import time
 from contextlib import nullcontext
@@ -40,6 +39,7 @@ from matebit.config import ExperimentConfig, from_json, to_dict, to_json
 from matebit.data.sampler import SeededItems, StreamSampler
 from matebit.errors import DataError, PathError, TrainingError, UserError, first_line
 from matebit.losses import LossNetworks, Objective, StyleQueue
+from matebit.runlock import RunLock
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
 
@@ -326,99 +326,6 @@ def resume(trainer: Trainer, out: Path) -> bool:
     check_resumable(saved, int(meta["step"]), trainer.cfg, str(path))
     trainer.load_state_tensors(tensors, meta, str(path))
     return True
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The run folder's lock
-
-
-LOCK_NAME = ".lock"
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` (Linux /proc, in clock ticks since boot), to tell a reused PID apart."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _running(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except (OSError, OverflowError):
-        return False
-    now = _process_start(pid)
-    return start is None or now is None or now == start
-
-
-class RunLock:
-    """`<out>/.lock` holding {"pid", "host", "start", "since"} while a run uses the folder (see the module doc)."""
-
-    def __init__(self, out: Path):
-        self.path = Path(out) / LOCK_NAME
-        self.held = False
-
-    def _write_new(self, record: dict) -> bool:
-        """Create the lock with its whole content at once (a link of a complete temp file); False if it exists."""
-        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.{time.monotonic_ns()}")
-        tmp.write_text(json.dumps(record))
-        try:
-            os.link(tmp, self.path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: exclusive create, then write
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(record))
-            return True
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(3):
-            if self._write_new(me):
-                self.held = True
-                return
-            try:
-                holder = json.loads(self.path.read_text())
-                pid, host = int(holder["pid"]), str(holder["host"])
-            except FileNotFoundError:
-                continue  # released meanwhile
-            except (OSError, ValueError, KeyError, TypeError):
-                raise TrainingError(f"{self.path}: a run lock that cannot be read; if no `matebit train` uses "
-                                    f"{self.path.parent}, delete it") from None
-            if host == me["host"] and not _running(pid, holder.get("start")):
-                print(f"matebit train: note: {self.path}: a stale lock of PID {pid} on {host}, which no longer "
-                      f"runs (a killed run); taking it over", file=sys.stderr)
-                self.path.unlink(missing_ok=True)
-                continue
-            since = f", since {holder['since']}" if holder.get("since") else ""
-            other = "" if host == me["host"] else f"; if that run is gone, delete {self.path}"
-            raise TrainingError(f"{self.path}: the run folder is in use by PID {pid} on {host}{since} (another "
-                                f"`matebit train`); wait for it or choose another --out{other}")
-        raise TrainingError(f"{self.path}: could not take the run lock; another run keeps taking it")
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        try:
-            if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                self.path.unlink()
-        except (OSError, ValueError):
-            pass
-        self.held = False
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ a finished run longer (see `matebit.train.RESUME_MAY_CHANGE`). A folder without 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from pathlib import Path
 
 from matebit.errors import InputError, first_line
@@ -80,6 +82,12 @@ def _refuse_ignored_network(args: argparse.Namespace, cfg) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
+    from matebit.runlock import RunLock
+
+    if os.environ.get("RANK", "0") == "0":  # rank 0 holds the lock; say a busy folder before the heavy imports
+        RunLock(Path(args.out)).check()
     import torch.distributed as dist
 
     from matebit.config import apply_overrides, experiment_preset
@@ -97,13 +105,22 @@ def main(args: argparse.Namespace) -> int:
         cfg = apply_overrides(base, overrides)
     _refuse_ignored_network(args, cfg)
     main_rank = True
+    # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: the run lock is released on the way out.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers,
               progress=not args.quiet, skip_bad_files=args.skip_bad_files)
         main_rank = is_main()  # asked before the process group is gone
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         if dist.is_initialized():
             dist.destroy_process_group()
     if main_rank:
         print(f"done: model in {Path(args.out) / 'model'}, logs in {args.out}")
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

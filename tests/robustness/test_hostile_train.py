@@ -108,18 +108,27 @@ def test_item03_a_stale_lock_of_a_dead_process_is_reported_and_taken_over(data, 
     assert _steps_logged(tmp_path / "run") == [1, 2]
 
 
+def _long_run(data: Path, out: Path) -> subprocess.Popen:
+    """A `matebit train` process that holds `out` until it is stopped (returned once its lock exists)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "matebit", "train", "--preset", "tiny", "--data", str(data),
+                             "--out", str(out), "--workers", "0", "--quiet",
+                             *sets(*SETTINGS, "train.steps=100000", "train.checkpoint_every=100000")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / ".lock").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the first run did not start")
+        time.sleep(0.05)
+    return proc
+
+
 def test_item03_two_concurrent_trainings_the_second_exits_2_at_once(data, tmp_path, capsys):
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "matebit", "train", "--preset", "tiny", "--data", str(data),
-                              "--out", str(out), "--workers", "0", "--quiet",
-                              *sets(*SETTINGS, "train.steps=100000", "train.checkpoint_every=100000")],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = _long_run(data, out)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / ".lock").exists():
-            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
-            time.sleep(0.05)
         start = time.monotonic()
         code, _, err = train(capsys, data, out)
         took = time.monotonic() - start
@@ -130,6 +139,16 @@ def test_item03_two_concurrent_trainings_the_second_exits_2_at_once(data, tmp_pa
     assert code == 2
     assert str(first.pid) in error_line(err)
     assert took < 5, took
+
+
+def test_item03_sigterm_ends_a_run_and_releases_its_lock(data, tmp_path):
+    import signal
+
+    run_ = _long_run(data, tmp_path / "run")
+    time.sleep(1)
+    run_.send_signal(signal.SIGTERM)
+    assert run_.wait(timeout=60) == 130
+    assert not (tmp_path / "run" / ".lock").exists()
 
 
 # -- 4: --resume restores the run's config ----------------------------------------------------------------------
@@ -281,6 +300,9 @@ def test_item11_a_file_broken_after_verification_is_named_not_caught_in_a_worker
     assert code == 2
     line = error_line(err)
     assert "000003.png" in line and "Caught" not in line and "worker" not in line, line
+    # The steps done are not lost to the checkpoint interval (100 here): a checkpoint of the step it stopped at.
+    step = int(line.split("stopped at step ")[1].split()[0])
+    assert step > 0 and (tmp_path / "run" / "checkpoints" / f"step-{step:08d}.safetensors").is_file(), line
 
 
 # -- 12: configs, symlink loops, BOMs -------------------------------------------------------------------------------
