@@ -31,12 +31,17 @@ COLUMNS = ["size", "batch", "precision", "compile", "attention", "ms_per_image",
            "peak_mib", "achieved_tflops"]
 
 
-def inputs(cfg, batch: int, size: int, device: torch.device, channels_last: bool):
+def inputs(cfg, batch: int, size: int, device: torch.device, channels_last: bool | None):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, cfg.structure_channels, size, size, generator=g)
     y = torch.rand(batch, cfg.image_channels, size, size, generator=g) * 2 - 1
     return (speed.channels_last_input(x.to(device), channels_last),
             speed.channels_last_input(y.to(device), channels_last))
+
+
+def switch(value: int | None) -> bool | None:
+    """A 0/1 command-line switch; None leaves speed.prepare_for_inference's default."""
+    return None if value is None else bool(value)
 
 
 def flops_per_image(cfg, size: int) -> float:
@@ -58,9 +63,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile", nargs="+", default=["none", "default"],
                    choices=["none", "default", "reduce-overhead", "max-autotune"])
     p.add_argument("--attention", nargs="+", default=["reference", "fused"], choices=["reference", "fused", "auto"])
-    p.add_argument("--channels-last", type=int, default=1, help="1: NHWC weights and inputs (default)")
-    p.add_argument("--bake", type=int, default=1, help="1: bake spectral norm into the weights (default)")
-    p.add_argument("--cast-weights", type=int, default=1, help="1: bf16 weights when precision is bf16")
+    p.add_argument("--channels-last", type=int, default=None,
+                   help="1: NHWC weights and inputs (default: speed.inference_defaults, on CUDA only)")
+    p.add_argument("--bake", type=int, default=None, help="1: bake spectral norm into the weights (default 1)")
+    p.add_argument("--cast-weights", type=int, default=None, help="1: bf16 weights when precision is bf16 (default)")
+    p.add_argument("--winograd", type=int, default=None, help="1: NNPACK Winograd for fp32 on CPU (default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--runs", type=int, default=None)
@@ -97,11 +104,12 @@ def main(argv=None) -> int:
         if size not in flops_cache:
             flops_cache[size] = flops_per_image(cfg, size)
         model, ctx = speed.prepare_for_inference(
-            MATEBITGenerator(cfg), device, precision, channels_last=bool(args.channels_last), bake=bool(args.bake),
-            compile_mode=None if mode == "none" else mode, cast_weights=bool(args.cast_weights))
+            MATEBITGenerator(cfg), device, precision, channels_last=switch(args.channels_last), bake=switch(args.bake),
+            compile_mode=None if mode == "none" else mode, cast_weights=switch(args.cast_weights),
+            winograd=switch(args.winograd))
         for batch in args.batches:
             row = {**base, "batch": batch}
-            x, y = inputs(cfg, batch, size, device, bool(args.channels_last))
+            x, y = inputs(cfg, batch, size, device, switch(args.channels_last))
 
             def step():
                 with torch.inference_mode(), ctx:
@@ -126,8 +134,10 @@ def main(argv=None) -> int:
 
     print()
     print_table(rows, COLUMNS + (["mfu"] if gpu else ["cpu_s_per_image"]) + ["note"])
-    record = header(device, preset=args.preset, channels_last=bool(args.channels_last), bake=bool(args.bake),
-                    cast_weights=bool(args.cast_weights), peak_flops=args.peak_flops if gpu else None,
+    record = header(device, preset=args.preset, channels_last=switch(args.channels_last), bake=switch(args.bake),
+                    cast_weights=switch(args.cast_weights), winograd=switch(args.winograd),
+                    switches_note="null: speed.inference_defaults for the device and precision",
+                    peak_flops=args.peak_flops if gpu else None,
                     **notes(device),
                     results=rows)
     print("wrote", write_json(args.name, device, record, args.out))

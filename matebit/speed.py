@@ -1,4 +1,4 @@
-"""Speed switches: threads, precision, memory layout, baked weights, compilation. Each is opt-in with a stated default.
+"""Speed switches: threads, precision, memory layout, baked weights, Winograd, compilation. Each has a stated default.
 
     from matebit import speed
     model, ctx = speed.prepare_for_inference(model, device)      # the recommended defaults, see below
@@ -8,15 +8,20 @@
 | switch                | default                                   | why                                                  |
 |-----------------------|-------------------------------------------|------------------------------------------------------|
 | configure_cpu_threads | all cores this process may use            | torch may count hyper-threads or the whole host      |
-| precision             | "auto": bf16 on CUDA and on CPUs with     | "fp32" for exact reference numbers; bf16 moved the   |
-|                       | native bf16 (AVX512-BF16 / AMX), else fp32| demo model's outputs by 0.4/255 on average           |
-| channels_last         | on                                        | oneDNN and cuDNN convolutions run NHWC natively      |
+| precision             | "auto": bf16 on CUDA and on CPUs with     | "fp32" for reference numbers; bf16 moved the demo    |
+|                       | native bf16 (AVX512-BF16 / AMX), else fp32| model's outputs by 0.4/255 on average                |
+| cast_weights          | on with bf16: bf16 weights, no autocast   | autocast re-casts around every op on its fp32 list   |
+|                       | (inputs are cast by hooks)                | (reflection padding: 2 casts per convolution)        |
+| channels_last         | on CUDA, off on CPU                       | cuDNN runs NHWC natively; on CPU every instance norm |
+|                       |                                           | turns NHWC back into NCHW, two copies per conv       |
 | bake_weights          | on for inference                          | spectral norm re-divides every weight by sigma on    |
 |                       |                                           | every call; inference can do it once                 |
+| winograd              | on for fp32 on CPU (NNPACK)               | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
+|                       |                                           | 3x3): fewer multiplies, outputs move by ~2e-4        |
 | compile               | off (None)                                | minutes of compile time; "reduce-overhead" (CUDA     |
 |                       |                                           | graphs) pays at batch 1 on a GPU                     |
 
-The measured effect of each on CPU is in benchmarks/README.md.
+`benchmarks/bench_side_by_side.py` prints each switch's own effect beside the authors' released generator.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 Precision = Literal["auto", "fp32", "bf16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
@@ -112,8 +118,18 @@ def to_channels_last(module: nn.Module, enabled: bool = True) -> nn.Module:
     return module.to(memory_format=torch.channels_last) if enabled else module
 
 
-def channels_last_input(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+def channels_last_input(x: torch.Tensor, enabled: bool | None = None) -> torch.Tensor:
+    """NHWC copy of a 4-D input; `enabled=None` follows `prepare_for_inference`'s default for x's device."""
+    if enabled is None:
+        enabled = default_channels_last(x.device)
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.dim() == 4 else x
+
+
+def default_channels_last(device: torch.device | str) -> bool:
+    """NHWC on CUDA. Not on CPU: the model's instance norms (F.instance_norm) return NCHW, so an NHWC network
+    pays a copy into NCHW after every convolution and one back before the next; measured slower than NCHW in
+    fp32 and bf16 (benchmarks/bench_side_by_side.py prints the switch's effect)."""
+    return torch.device(device).type == "cuda"
 
 
 def bake_weights(module: nn.Module) -> nn.Module:
@@ -131,33 +147,137 @@ def bake_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-def maybe_compile(module: nn.Module, mode: CompileMode | None = None) -> nn.Module:
+def cast_inputs(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast floating-point positional inputs of every leaf layer that holds weights (convolutions, linear
+    layers, PReLU, norms) to `dtype`, by forward pre-hooks.
+
+    With bf16 weights this replaces autocast: fp32 inputs (images) are cast where they first meet a weight,
+    and the ops autocast keeps in fp32 (reflection padding) run on bf16 instead of casting there and back.
+    Images stay fp32 until then, so ops without bf16 kernels (antialiased resizing) still get fp32. A layer
+    with a parametrised weight (unbaked spectral norm) counts as a leaf.
+    """
+
+    def hook(_module, args):
+        return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != dtype
+                     else a for a in args)
+
+    from torch.nn.utils import parametrize
+
+    for sub in module.modules():
+        leaf = next(sub.children(), None) is None
+        if parametrize.is_parametrized(sub) or (leaf and any(p.is_floating_point() for p in sub.parameters(False))):
+            sub.register_forward_pre_hook(hook)
+    return module
+
+
+@functools.lru_cache(maxsize=1)
+def nnpack_works() -> bool:
+    """NNPACK (in PyTorch's x86 and ARM builds) is present and runs on this CPU. Asking initialises it:
+    `torch._nnpack_spatial_convolution` fails until something has called `torch._nnpack_available()`."""
+    try:
+        if not torch.backends.nnpack.is_available():
+            return False
+        x, w = torch.ones(1, 1, 8, 8), torch.ones(1, 1, 3, 3)
+        out = torch._nnpack_spatial_convolution(x, w, None, [1, 1], [1, 1])
+        return bool(torch.allclose(out, F.conv2d(x, w, padding=1)))
+    except (RuntimeError, AttributeError):
+        return False
+
+
+# Below this many multiply-adds a convolution stays on oneDNN: NNPACK's per-call set-up and thread hand-offs
+# made small ones slower (8 to 32 channels at 8 to 64 pixels). Every 3x3 layer of the paper generator at 256x256
+# except the 3-channel ones is above it (0.6e9 to 2.4e9).
+WINOGRAD_MIN_MACS = 2**28
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A 3x3 stride-1 Conv2d that runs through NNPACK's Winograd F(6x6, 3x3) for fp32 CPU inference.
+
+    For the paper generator's shapes (64 to 512 channels, 16 to 256 pixels) one convolution took 1.3x to 3x less
+    time than oneDNN's direct fp32 one, and the whole generator 1.5x less (benchmarks/bench_side_by_side.py).
+    Winograd rounds differently: one convolution moves by ~6e-5 (oneDNN ~1e-6), the paper generator's output
+    image by up to ~2e-4 in [-1, 1]. Anything else (bf16, CUDA, autograd, small layers) takes the ordinary path.
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (input.device.type != "cpu" or input.dtype != torch.float32 or weight.dtype != torch.float32
+                or input.dim() != 4 or torch.is_grad_enabled()
+                or weight.numel() * input.shape[0] * input.shape[2] * input.shape[3] < WINOGRAD_MIN_MACS):
+            return super()._conv_forward(input, weight, bias)
+        if self.padding_mode != "zeros":
+            input, padding = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), [0, 0]
+        else:
+            padding = list(self.padding)
+        return torch._nnpack_spatial_convolution(input.contiguous(), weight.contiguous(), bias, padding, [1, 1])
+
+
+def use_winograd(module: nn.Module) -> int:
+    """Turn every plain 3x3, stride-1, ungrouped, undilated Conv2d into a `WinogradConv2d` (in place) and return
+    how many. Parametrised layers (unbaked spectral norm) are left alone. Inference only."""
+    from torch.nn.utils import parametrize
+
+    if not nnpack_works():  # also initialises NNPACK, which its convolution op does not do by itself
+        return 0
+    count = 0
+    for sub in module.modules():
+        if (type(sub) is nn.Conv2d and sub.kernel_size == (3, 3) and sub.stride == (1, 1) and sub.dilation == (1, 1)
+                and sub.groups == 1 and isinstance(sub.padding, tuple) and not parametrize.is_parametrized(sub)):
+            sub.__class__ = WinogradConv2d
+            count += 1
+    return count
+
+
+def maybe_compile(module: nn.Module, mode: CompileMode | None = None, freeze: bool = False) -> nn.Module:
     """torch.compile the module when `mode` is given (default None: eager).
 
     "default" fuses elementwise work; "reduce-overhead" adds CUDA graphs, which pays at batch 1 on a GPU where
-    launch overhead dominates; "max-autotune" searches kernel configurations (long compile).
+    launch overhead dominates; "max-autotune" searches kernel configurations (long compile). `freeze` (with
+    "default" only) lets Inductor treat the weights as constants: on CPU it pre-packs them for oneDNN and fuses
+    the elementwise work around the convolutions (inference only).
     """
     if mode is None:
         return module
+    if freeze and mode == "default":
+        return torch.compile(module, options={"freezing": True})
     return torch.compile(module, mode=mode)
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device | str, precision: Precision = "auto",
-                          channels_last: bool = True, bake: bool = True, compile_mode: CompileMode | None = None,
-                          cast_weights: bool = True):
-    """Move `model` to `device` in eval mode with the switches above; returns (model, autocast context).
+def inference_defaults(device: torch.device | str, dtype: torch.dtype) -> dict[str, bool]:
+    """The switches `prepare_for_inference` uses by default for this device and compute dtype."""
+    device = torch.device(device)
+    return dict(channels_last=default_channels_last(device), bake=True, cast_weights=True,
+                winograd=device.type == "cpu" and dtype == torch.float32 and nnpack_works())
 
-    With bf16, `cast_weights=True` also stores the weights in bf16 (on CPU this halves weight reorders and
-    beat autocast over fp32 weights in benchmarks/README.md); outputs are then bf16, so callers should `.float()`.
+
+def prepare_for_inference(model: nn.Module, device: torch.device | str, precision: Precision = "auto",
+                          channels_last: bool | None = None, bake: bool | None = None,
+                          compile_mode: CompileMode | None = None, cast_weights: bool | None = None,
+                          winograd: bool | None = None):
+    """Move `model` to `device` in eval mode with the switches above; returns (model, context to run it in).
+
+    A switch left at None takes `inference_defaults(device, dtype)`. With bf16 and `cast_weights` the weights are
+    stored in bf16 and the context is a no-op: hooks cast fp32 inputs where they meet a weight, and no op is
+    re-cast to fp32 and back (autocast does that around reflection padding). Outputs are then bf16, so callers
+    should `.float()`. Without `cast_weights` the context is bf16 autocast over fp32 weights. With `compile_mode`
+    on CPU the weights are frozen into the compiled graph, and Winograd defaults off.
     """
     device = torch.device(device)
     dtype = resolve_precision(device, precision)
+    defaults = inference_defaults(device, dtype)
+    channels_last = defaults["channels_last"] if channels_last is None else channels_last
+    bake = defaults["bake"] if bake is None else bake
+    cast_weights = defaults["cast_weights"] if cast_weights is None else cast_weights
+    # Compiled graphs get Inductor's own convolutions (pre-packed oneDNN), so Winograd defaults off there.
+    winograd = (defaults["winograd"] and compile_mode is None) if winograd is None else winograd
     model = model.to(device).eval()
     if bake:
         bake_weights(model)
-    if dtype == torch.bfloat16 and cast_weights:
-        model = model.to(dtype)
+    if winograd and dtype == torch.float32:
+        use_winograd(model)
+    pure_bf16 = dtype == torch.bfloat16 and cast_weights
+    if pure_bf16:
+        model = cast_inputs(model.to(dtype), dtype)
     model = to_channels_last(model, channels_last)
-    model = maybe_compile(model, compile_mode)
-    ctx = autocast_context(device, "bf16" if dtype == torch.bfloat16 else "fp32")
+    model = maybe_compile(model, compile_mode, freeze=device.type == "cpu")
+    ctx = autocast_context(device, "bf16" if dtype == torch.bfloat16 and not pure_bf16 else "fp32")
     return model, ctx
