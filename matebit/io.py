@@ -139,10 +139,12 @@ def open_image(path: PathLike, name: str | None = None, max_pixels: int = MAX_PI
             raise error(f"{name}: not an image file PIL can read") from None
         except PermissionError:
             raise error(f"{name}: permission denied") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            if isinstance(exc, error):
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001  PIL's plugins raise anything on corrupt files (a TIFF frame
+            if isinstance(exc, error):  # without a size: TypeError; bad tags: KeyError, IndexError, struct.error)
                 raise
-            raise error(f"{name}: cannot decode image, truncated or corrupt ({exc})") from None
+            raise error(f"{name}: cannot decode image, truncated or corrupt ({first_line(exc)})") from None
 
 
 def read_npy(path: PathLike, name: str | None = None, error: type[UserError] = ImageInputError) -> np.ndarray:

@@ -48,6 +48,24 @@ def test_bad_files_are_named(tmp_path):
         load_image(tmp_path / "ok.png", max_pixels=1000)
 
 
+def test_a_corrupt_tiff_frame_is_an_image_error_not_a_type_error(tmp_path):
+    """PIL raises TypeError ("Missing dimensions") for a second TIFF frame without an ImageWidth tag."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 20)).save(buf, format="TIFF", save_all=True, append_images=[Image.new("RGB", (24, 20))])
+    data = bytearray(buf.getvalue())
+    first = struct.unpack("<I", data[4:8])[0]
+    n = struct.unpack("<H", data[first:first + 2])[0]
+    second = struct.unpack("<I", data[first + 2 + 12 * n:first + 6 + 12 * n])[0]
+    for i in range(struct.unpack("<H", data[second:second + 2])[0]):
+        if struct.unpack("<H", data[second + 2 + 12 * i:second + 4 + 12 * i])[0] == 256:  # ImageWidth
+            data[second + 2 + 12 * i:second + 4 + 12 * i] = struct.pack("<H", 65000)
+    (tmp_path / "frames.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageInputError, match="frames.tif: cannot decode image"):
+        load_image(tmp_path / "frames.tif")
+
+
 def test_bad_values_are_refused():
     with pytest.raises(ImageInputError, match="structure: contains NaN"):
         load_image(np.full((32, 32), np.nan, np.float32), role="structure")
