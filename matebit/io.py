@@ -437,7 +437,7 @@ def clean_temp_files(folder: PathLike, name: str | None = None) -> list[Path]:
         if name is not None and not p.name.startswith(f".{name}."):
             continue
         if TEMP_FILE_PATTERN.match(p.name) and p.is_file() and not p.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # best effort: gone meanwhile, or a read-only folder
                 p.unlink()
                 removed.append(p)
     return removed

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from matebit.errors import TrainingError
+from matebit.errors import PathError, TrainingError
 
 LOCK_NAME = ".lock"
 
@@ -97,11 +97,17 @@ class RunLock:
             raise self._refuse(holder)
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock: the run's first write, so an unwritable run folder is said here, naming it."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
               "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
-            if self._write_new(me):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                created = self._write_new(me)
+            except OSError as exc:  # a read-only file system, a full disk, no permission
+                raise PathError(f"{self.path.parent}: cannot write the run folder "
+                                f"({exc.strerror or exc})") from None
+            if created:
                 self.held = True
                 return
             holder, text = self._holder()

@@ -181,7 +181,10 @@ def _batch_pairs(structure: Path, exemplar: Path) -> list[tuple[Path, Path]]:
 def _writable_folder(folder: Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only file system, a full disk, no permission
+        raise PathError(f"{folder}: cannot make the output folder ({exc.strerror or first_line(exc)})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise NotWritableError(f"{folder}: folder is not writable")
     return folder

@@ -57,3 +57,18 @@ def command_help(name: str) -> str:
     parser = build_parser(name)
     sub = next(a for a in parser._actions if a.dest == "command")
     return sub.choices[name].format_help()
+
+
+def read_only_under(monkeypatch, part: str) -> None:
+    """Make Path.mkdir fail as on a read-only file system for every path with a component named `part`."""
+    import errno
+    import os
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if part in self.parts:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)

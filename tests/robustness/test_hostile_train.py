@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hostile_helpers import read_only_under
 from matebit.cli import parse, run
 
 SETTINGS = ["train.image_size=32", "train.batch_size=2", "train.steps=2", "train.checkpoint_every=2",
@@ -149,6 +150,16 @@ def test_item03_sigterm_ends_a_run_and_releases_its_lock(data, tmp_path):
     run_.send_signal(signal.SIGTERM)
     assert run_.wait(timeout=60) == 130
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_item09_a_run_folder_on_a_read_only_file_system_is_one_line(data, tmp_path, capsys, monkeypatch):
+    import errno
+
+    read_only_under(monkeypatch, "ro")
+    code, _, err = train(capsys, data, tmp_path / "ro" / "run")
+    assert code == 2
+    line = error_line(err)
+    assert str(tmp_path / "ro" / "run") in line and os.strerror(errno.EROFS) in line, line
 
 
 # -- 4: --resume restores the run's config ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hostile_helpers import command_help, edges, gradient, image_folder, snapshot
+from hostile_helpers import command_help, edges, gradient, image_folder, read_only_under, snapshot
 from matebit.cli import run
 from matebit.errors import UserError
 
@@ -322,6 +322,16 @@ def test_item09_full_or_read_only_disk_names_the_file_keeps_outputs_and_resumes(
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
     assert (out / "a.png").read_bytes() == first
     assert "1 existing" in stdout, stdout
+
+
+def test_item09_an_output_folder_on_a_read_only_file_system_is_one_line(tiny_model, dataset, tmp_path, capsys,
+                                                                         monkeypatch):
+    read_only_under(monkeypatch, "ro")
+    code, _, err = translate(capsys, "--model", tiny_model, "--structure", dataset / "structure",
+                             "--exemplar", dataset / "images", "--out", tmp_path / "ro" / "out")
+    assert code == 2
+    line = one_error_line(err)
+    assert str(tmp_path / "ro" / "out") in line and os.strerror(errno.EROFS) in line, line
 
 
 def test_item09_skip_errors_continues_and_lists_the_bad_pairs(tiny_model, tmp_path, capsys):
