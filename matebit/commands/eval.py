@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out", metavar="DIR|FILE",
                      help="evaluation: folder for metrics.jsonl (appended), report.md and samples/; "
                           "report: the Markdown file")
-    out.add_argument("--run", metavar="NAME", help="row label in the table (default: the model or items folder name)")
+    out.add_argument("--run", metavar="NAME",
+                     help="row label in the table (default: the items folder's name, a shipped model's name, or the "
+                          "model folder's name; a folder called model by its parent's: runs/faces/model -> faces)")
     out.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     out.add_argument("--batch-size", type=int, default=8, metavar="N")
     out.add_argument("--digits", type=int, default=3, metavar="N", help="significant digits in the table")
@@ -168,6 +170,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_label(model: str, folder: Path) -> str:
+    """The table's row label for a model when --run is not given: a shipped model's name; a folder called `model`
+    (what `matebit train` writes, runs/faces/model) by its parent's name (faces); another folder by its name."""
+    if not Path(model).expanduser().exists():  # a shipped model's name (resolve_model found no such path)
+        return str(model)
+    folder = folder.resolve()
+    return folder.parent.name if folder.name == "model" and folder.parent.name else folder.name
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.items and (args.model or args.data):
         raise InputError("give either --items or --model with --data, not both")
@@ -264,7 +275,7 @@ def main(args: argparse.Namespace) -> int:
         has = {"targets": True, "exemplars": True, "timing": True, "pck": can_pck}
         names, skipped = _select(args, has)
         _check_weights(names, args)  # before translating anything
-        run = args.run or model_dir.resolve().name
+        run = args.run or run_label(args.model, model_dir)
         samples = out / "samples"
         split = translate_split(translator, args.data, samples, args.split, args.size, args.limit, args.batch_size,
                                 want_pck="pck" in names, pck_rows=args.pck_rows)

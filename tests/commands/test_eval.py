@@ -98,3 +98,22 @@ def test_report_renders_two_runs(model_run, tmp_path, capsys):
     capsys.readouterr()
     assert run(["eval", "report", str(out / "metrics.jsonl")]) == 0
     assert "tiny-a" in capsys.readouterr().out
+
+
+def test_run_label_without_run(tmp_path):
+    from matebit.commands.eval import run_label
+
+    folder = tmp_path / "runs" / "faces" / "model"
+    folder.mkdir(parents=True)
+    assert run_label(str(folder), folder) == "faces"  # what `matebit train` writes: <run>/model
+    other = tmp_path / "tiny-v2"
+    other.mkdir()
+    assert run_label(str(other), other) == "tiny-v2"
+    assert run_label("faces-hed-128", tmp_path / "weights" / "faces-hed-128") == "faces-hed-128"  # a shipped name
+
+
+def test_model_named_model_is_labelled_by_its_parent(setup, tmp_path):
+    rc = run(["eval", "--model", str(setup / "model"), "--data", str(setup / "data"), "--out", str(tmp_path),
+              "--metrics", "psnr", *FAST])
+    assert rc == 0
+    assert [r.run for r in read_jsonl(tmp_path / "metrics.jsonl")] == [setup.name]
