@@ -41,9 +41,6 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from matebit.errors import ImageInputError, InputError, UploadRefused
 from matebit.io import fit_side, list_images, open_image
 
-PHOTO_CONVERTERS = ("canny", "hed", "landmarks")  # "pose" takes keypoints, not photos
-
-
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = 10 * 1024 * 1024
@@ -203,8 +200,8 @@ class ServeApp:
         return check_upload(path, label, self.limits, self.upload_root)
 
     def convert_photo(self, photo_path: Any, converter: str) -> Image.Image:
-        """A photo upload -> structure map with one of PHOTO_CONVERTERS."""
-        from matebit.convert import CONVERTERS, ConvertError, MissingDependencyError
+        """A photo upload -> structure map with one of matebit.convert.PHOTO_CONVERTERS."""
+        from matebit.convert import CONVERTERS, PHOTO_CONVERTERS, ConvertError, MissingDependencyError
 
         if converter not in PHOTO_CONVERTERS:
             raise UploadRefused(f"Unknown converter {converter!r}; choose one of {', '.join(PHOTO_CONVERTERS)}.")
@@ -385,6 +382,8 @@ def build_ui(app: ServeApp, structure_examples: list[str] = (), exemplar_example
              title: str = "MATEBIT"):
     """The gradio Blocks for `app` (needs gradio; call `offline_environment()` first)."""
     import gradio as gr
+
+    from matebit.convert import PHOTO_CONVERTERS
 
     def checked_image(check_label: str, **kwargs):
         """gr.Image whose uploads are validated before gradio's own preprocessing opens them.

@@ -51,7 +51,7 @@ class Plan:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from matebit.app import PHOTO_CONVERTERS
+    from matebit.convert import PHOTO_CONVERTERS
 
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="model folder written by training or save_pretrained, or a shipped model's name")
@@ -304,18 +304,32 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def _converter(method: str):
-    from matebit.app import PHOTO_CONVERTERS
+    from matebit.convert import PHOTO_CONVERTERS
 
     if method == "pose":
         raise InputError("--from-photo pose: pose maps are drawn from OpenPose JSON keypoints, not from photos; "
                          "make them with `matebit prepare pose` and pass them as --structure")
     if method not in PHOTO_CONVERTERS:
         raise InputError(f"--from-photo: unknown method {method!r}; choose from {', '.join(PHOTO_CONVERTERS)}")
-    try:
-        from matebit.convert import CONVERTERS
-    except ImportError as exc:
-        raise InputError(f"--from-photo needs matebit.convert, which cannot be imported ({exc})") from None
+    from matebit.convert import CONVERTERS
+
     return CONVERTERS[method]
+
+
+def _recipe_hed(model: str, trained_size: int | None):
+    """For a model whose card records the side its recipe ran HED at (`hed_size`, e.g. the face recipe's): a
+    converter that makes the map as training did, `matebit.data.faces.face_structure(photo, trained size, "hed",
+    hed_size)`. None for other models (HED then runs at the photo's size, read under --max-size)."""
+    from matebit.weights import read_card_meta, resolve_model
+
+    meta = read_card_meta(resolve_model(model))
+    hed_size, size = meta.get("hed_size", ""), meta.get("trained_size", "")
+    size = int(size) if size.isdigit() else trained_size
+    if not hed_size.isdigit() or not size:
+        return None
+    from matebit.data.faces import face_structure
+
+    return lambda photo: face_structure(photo, size, "hed", int(hed_size))
 
 
 def _check_arguments(args: argparse.Namespace) -> str:
@@ -390,6 +404,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"nothing to do: every output exists in {args.out}")
             return 0
     translator = Translator.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if args.from_photo == "hed":
+        convert = _recipe_hed(args.model, translator.trained_size) or convert
     need_aux = any(j.warped or j.uncor for j in jobs)
     if need_aux and translator.config.n_mat_blocks == 0:
         raise InputError(f"{args.model}: this model has no MAT blocks, so no warped exemplar or uncor map to save")

@@ -13,11 +13,16 @@ from .landmarks import detect_landmarks, landmarks, landmarks_to_sketch
 from .pose import pose, pose_limb_masks
 from .retrieval import build_pairs_file, color_histogram, make_extractor, read_pairs, retrieve, write_pairs
 
+# The converters that take a photo (`matebit translate --from-photo`, the web demo's "From photo" tab); pose maps
+# are drawn from OpenPose keypoints, not from photos.
+PHOTO_CONVERTERS = ("canny", "hed", "landmarks")
+
 __all__ = [
     "CONVERTERS",
     "ConvertError",
     "FolderReport",
     "MissingDependencyError",
+    "PHOTO_CONVERTERS",
     "build_pairs_file",
     "canny",
     "canny_edges",

@@ -117,3 +117,39 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, tmp_path, capsys, 
     assert not out.exists()
     after = {p.name for p in tmp_path.rglob("*")}
     assert after == before
+
+
+def test_from_photo_hed_with_a_face_model_makes_the_map_as_its_recipe_did(files, tmp_path, capsys, monkeypatch):
+    """A card that records hed_size (the face recipe's) -> face_structure(photo, trained size, "hed", hed_size)."""
+    import shutil
+
+    import matebit.convert
+    import matebit.data.faces
+
+    face = tmp_path / "face-model"
+    shutil.copytree(files / "model", face)
+    card = (face / "README.md").read_text()
+    (face / "README.md").write_text("---\nname: tiny-face\nstructure: hed\nhed_size: 96\ntrained_size: 32\n---\n" + card)
+    calls = []
+
+    def fake_face_structure(photo, size, structure="hed", hed_size=None, *args, **kwargs):
+        calls.append((photo.size, size, structure, hed_size))
+        return Image.new("L", (size, size), 255)
+
+    def plain_hed(photo, **kwargs):
+        calls.append(("plain hed", photo.size))
+        return Image.new("L", photo.size, 255)
+
+    monkeypatch.setattr(matebit.data.faces, "face_structure", fake_face_structure)
+    monkeypatch.setitem(matebit.convert.CONVERTERS, "hed", plain_hed)
+    code, err = _run(["--model", face, "--structure", files / "photo.png", "--from-photo", "hed",
+                      "--exemplar", files / "ex.jpg", "--out", tmp_path / "x.png"], capsys)
+    assert code == 0, err
+    assert calls == [((48, 40), 32, "hed", 96)]
+    assert Image.open(tmp_path / "x.png").size == (48, 40)  # back at the photo's size
+    calls.clear()  # a card without hed_size: HED at the photo's size, as before
+    code, err = _run(["--model", files / "model", "--structure", files / "photo.png", "--from-photo", "hed",
+                      "--exemplar", files / "ex.jpg", "--out", tmp_path / "y.png"], capsys)
+    assert code == 0, err
+    assert calls == [("plain hed", (48, 40))]
+
