@@ -570,10 +570,10 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
             print("note: using substitute loss networks: " + ", ".join(f"{k}={v}" for k, v in described.items()))
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)
     loader = make_loader(cfg, data_root, trainer.step, num_workers, dataset=datasets[0])
-    bar = None
-    if progress and is_main():
-        from tqdm import tqdm
-        bar = tqdm(total=end, initial=trainer.step, desc="train", dynamic_ncols=True)
+    from matebit.progress import progress as progress_bar
+
+    # A terminal gets a tqdm bar; a log gets a compact line every few seconds (matebit.progress).
+    bar = progress_bar(end, "train", "steps", quiet=not (progress and is_main()), initial=trainer.step)
     t_last, n_last = time.perf_counter(), trainer.step
     batches = iter(loader)
     saved_step = trainer.step
@@ -590,18 +590,16 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
                 raise error from None
             values = trainer.train_step(batch)
             step = trainer.step
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if step % cfg.train.log_every == 0 or step == end:
                 now = time.perf_counter()
                 images = (step - n_last) * cfg.train.batch_size * world_size
                 values["images_per_s"] = images / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
                 log.scalars(step, values)
-                if bar is not None:
-                    shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
-                    shown["img/s"] = f"{values['images_per_s']:.1f}"
-                    bar.set_postfix(shown, refresh=False)
+                shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
+                shown["img/s"] = f"{values['images_per_s']:.1f}"
+                bar.set_postfix(shown, refresh=False)
             if step % cfg.train.image_every == 0 or step == end:
                 log.images(step, batch, trainer.last_output)
             if step % cfg.train.checkpoint_every == 0 or step == end:
@@ -611,7 +609,6 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
                 if dist.is_initialized():
                     dist.barrier()
     finally:  # an error message must start on its own line, not after the progress bar
-        if bar is not None:
-            bar.close()
+        bar.close()
         log.close()
     return trainer

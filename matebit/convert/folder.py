@@ -117,7 +117,7 @@ def convert_folder(
     skip_errors: record failures in the report and go on; otherwise the first bad file raises
     ConvertError naming it. Extra keyword options go to the converter (pose needs size=(W, H)).
     """
-    from tqdm.auto import tqdm
+    from matebit.progress import track
 
     fn = CONVERTERS.get(name)
     if fn is None:
@@ -137,7 +137,7 @@ def convert_folder(
         raise ConvertError(f"{dst}: output folder must differ from the input folder")
 
     report = FolderReport()
-    for f, t in tqdm(list(zip(files, targets)), desc=f"prepare {name}", unit="img", disable=not progress):
+    for f, t in track(list(zip(files, targets)), f"prepare {name}", "images", quiet=not progress):
         if not overwrite and t.exists():
             report.skipped.append(t)
             continue

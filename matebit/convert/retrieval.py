@@ -137,10 +137,10 @@ def list_images(folder: Union[str, os.PathLike]) -> dict[str, Path]:
 def extract_features(
     paths: Sequence[Path], extractor: Extractor, *, batch_size: int = 16, progress: bool = True, desc: str = "features"
 ) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from matebit.progress import progress as progress_bar
 
     chunks = []
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(len(paths), desc, "images", quiet=not progress)
     try:
         for start in range(0, len(paths), batch_size):
             group = paths[start : start + batch_size]

@@ -222,7 +222,7 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
     size: side of the square images and maps. hed_size: the side HED runs at (default `default_hed_size(size)`).
     identities: use only these identities (or the first N), e.g. for a quick trial; None = all.
     """
-    from tqdm.auto import tqdm
+    from matebit.progress import track
 
     t0 = time.perf_counter()
     if size < 16:
@@ -266,7 +266,7 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
                 stem = f"{ident}_{expr}"
                 stems_by_id.setdefault(ident, []).append(stem)
                 jobs.append((ident, expr, stem))
-    for ident, expr, stem in tqdm(jobs, desc="prepare faces", unit="img", disable=not progress):
+    for ident, expr, stem in track(jobs, "prepare faces", "images", quiet=not progress):
         targets = {"images": dst / "images" / f"{stem}.png", "structure": dst / "structure" / f"{stem}.png"}
         if expr == "neutral":
             targets["landmarks"] = dst / "landmarks" / f"{stem}.json"

@@ -175,8 +175,6 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
     with landmarks (module docstring). `model`: a model folder, a shipped model's name, or a generator.
     `figure`: also write a PNG of the first `figure_pairs` pairs (structure | moved exemplar | warped | reliability |
     output)."""
-    from tqdm.auto import tqdm
-
     from matebit.checkpoint import load_config, load_pretrained
     from matebit.config import SIZE_STRIDE
     from matebit.data.faces import read_identities
@@ -222,7 +220,9 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
     trues, idents, idents_still, trues_still, ceils = [], [], [], [], []
     outputs, exemplars, targets, pair_info, figure_rows = [], [], [], [], []
     dropped = 0
-    bar = tqdm(total=len(pairs), desc="eval moved", unit="pair", disable=not progress)
+    from matebit.progress import progress as progress_bar
+
+    bar = progress_bar(len(pairs), "eval moved", "pairs", quiet=not progress)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         st, ex, queries, truths, keeps, stills = [], [], [], [], [], []

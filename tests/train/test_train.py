@@ -141,3 +141,16 @@ def test_torchrun_two_ranks_share_one_queue(data, tmp_path):
     for k in g0:
         torch.testing.assert_close(g0[k], g1[k], msg=k)
     assert (tmp_path / "run" / "checkpoints" / "step-00000004.safetensors").is_file()
+
+
+def test_progress_in_a_log_is_a_few_lines_not_one_per_step(data, tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal under capsys: compact lines (matebit.progress), not tqdm's redraw per step."""
+    from matebit import progress
+
+    monkeypatch.setattr(progress, "MIN_GAP_S", 0.0)  # a line at every 5 %, however fast the steps
+    train(tiny("train.steps=40", "train.decay_start=40"), str(data), tmp_path / "run", num_workers=0)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert "\r" not in err
+    assert 15 <= len(lines) <= 21, lines  # 40 steps: a line each 2 steps (5 %) ... not 40
+    assert lines[-1].startswith("train: 40/40 steps (100%)") and "pixel" in lines[-1]
