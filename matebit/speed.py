@@ -7,7 +7,10 @@
 
 | switch                | default                                   | why                                                  |
 |-----------------------|-------------------------------------------|------------------------------------------------------|
-| configure_cpu_threads | all cores this process may use            | torch may count hyper-threads or the whole host      |
+| configure_cpu_threads | the free cores (`choose_threads`): those  | OpenMP threads whose peer another process has        |
+|                       | this process may use minus what other     | descheduled wait at every op: the demo's 2-thread    |
+|                       | processes use of them; re-chosen while    | step ran 50x slower beside one busy process on 2     |
+|                       | training (`ThreadGovernor`)               | cores, 1 thread 1.2x (bench_contention.py)           |
 | precision             | "auto": bf16 on CUDA and on CPUs with     | "fp32" for reference numbers; bf16 moved the demo    |
 |                       | native bf16 (AVX512-BF16 / AMX), else fp32| model's outputs by 0.4/255 on average                |
 | cast_weights          | on with bf16: bf16 weights, no autocast   | autocast re-casts around every op on its fp32 list   |
@@ -27,8 +30,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
+import time
 from typing import Literal
 
 import torch
@@ -39,18 +44,180 @@ Precision = Literal["auto", "fp32", "bf16"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 
-def configure_cpu_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads to `num_threads` (default: the cores this process may run on) and return it.
+# ---------------------------------------------------------------------------------------------------------------
+# Threads: chosen from the load at start, re-chosen while a long job runs
+#
+# The OpenMP wait policy is left as torch has it (waiting threads spin). OMP_WAIT_POLICY=PASSIVE (set before torch
+# loads) made a 2-thread step beside a busy process 25x faster than spinning, but the demo's step on idle cores
+# 1.7x slower (1.69 against 2.90 steps/s: its many small ops each wake a sleeping thread), and once the count is
+# down to 1 thread there is nothing to wait for; GOMP_SPINCOUNT=10000 was 8x faster than spinning beside a busy
+# process, its idle cost was not measured (benchmarks/README.md). The thread count is what wins.
 
-    `os.sched_getaffinity` respects container and taskset limits, which `os.cpu_count` does not.
+
+def available_cores() -> int:
+    """The cores this process may run on: `os.sched_getaffinity` respects container and taskset limits, which
+    `os.cpu_count` does not."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _busy_seconds() -> float | None:
+    """Busy CPU seconds (every process) of this process's cores since boot, from /proc/stat; None off Linux."""
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        with open("/proc/stat") as f:
+            lines = [line.split() for line in f if line.startswith("cpu")]
+    except (AttributeError, OSError):
+        return None
+    busy = 0
+    for fields in lines:
+        if fields[0] in cpus:  # user nice system idle iowait irq softirq steal ...
+            values = [int(v) for v in fields[1:9]] + [0] * 8
+            busy += sum(values[:3]) + sum(values[5:8])
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class CpuSample:
+    """A point to measure other processes' CPU use from: wall clock, busy seconds of our cores, our CPU seconds."""
+
+    wall: float
+    busy: float | None  # None: no /proc/stat (not Linux); the load average is used instead
+    own: float
+
+    @classmethod
+    def now(cls) -> "CpuSample":
+        return cls(time.monotonic(), _busy_seconds(), time.process_time())
+
+    def others_since(self, earlier: "CpuSample") -> float:
+        """Cores' worth of CPU that other processes used between `earlier` and this sample: the busy time of this
+        process's cores minus this process's own CPU time (its threads; DataLoader workers count as others)."""
+        wall = max(self.wall - earlier.wall, 1e-6)
+        own = (self.own - earlier.own) / wall
+        if self.busy is None or earlier.busy is None:
+            try:  # the 1-minute load average lags and counts this process's running threads too
+                return max(0.0, os.getloadavg()[0] - own)
+            except OSError:
+                return 0.0
+        return max(0.0, (self.busy - earlier.busy) / wall - own)
+
+
+_IMPORTED = CpuSample.now()  # the first window: from here to the first choose_threads()
+MIN_WINDOW_S = 0.25  # 25 ticks of a 100 Hz clock on 1 core: enough to tell a busy core from an idle one
+THREADS_ENV = "MATEBIT_THREADS"  # "auto" (the command line's default) or a number of threads
+
+
+def threads_for(others: float, cores: int) -> int:
+    """Threads that fit beside `others` cores' worth of other processes' work: the free cores, rounded.
+
+    With one CPU-bound process beside it on 2 cores: while matebit runs 2 threads the other gets about 2/3 of a core
+    (3 threads share 2 cores), and 2 - 0.67 rounds to 1; once matebit runs 1 thread the other gets a whole core,
+    and 1 thread stays. When the other stops, 2 - 0 is 2 again. Light background work (under half a core: an
+    editor, a browser at rest) keeps every core.
     """
-    if num_threads is None:
-        try:
-            num_threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            num_threads = os.cpu_count() or 1
-    torch.set_num_threads(max(1, num_threads))
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
+_fixed: int | None = None  # a count given to configure_cpu_threads: kept for the rest of the process
+
+
+def requested_threads(requested: int | None = None) -> int | None:
+    """A thread count the user fixed: `requested` (a --threads flag), else one given to `configure_cpu_threads`
+    earlier in this process, else MATEBIT_THREADS=N, else OMP_NUM_THREADS; None when the count is matebit's to
+    choose."""
+    if requested:
+        return max(1, int(requested))
+    if _fixed is not None:
+        return _fixed
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+_last_choice: tuple[float, int] | None = None  # (when, threads) of the last load-aware choice
+_mark = _IMPORTED
+
+
+def choose_threads(requested: int | None = None, cores: int | None = None) -> int:
+    """Intra-op CPU threads for this process: the one load-aware choice of the package.
+
+    A count the user fixed wins (`requested`, MATEBIT_THREADS=N, OMP_NUM_THREADS). Otherwise: the cores this
+    process may use minus what other processes used of them since the previous choice (or since `matebit.speed`
+    was imported; at least MIN_WINDOW_S, waited for if need be), by `threads_for`. With one CPU-bound process
+    beside it on 2 cores that is 1 thread: two OpenMP threads whose peer another process has descheduled wait at
+    every op, and the demo's 2-thread training step ran 50 times slower (benchmarks/bench_contention.py). A choice
+    less than 10 s old is reused, so building several Translators samples once.
+    """
+    global _last_choice, _mark
+    fixed = requested_threads(requested)
+    if fixed is not None:
+        return fixed
+    cores = cores or available_cores()
+    if _last_choice is not None and time.monotonic() - _last_choice[0] < 10.0:
+        return min(cores, _last_choice[1])
+    wait = MIN_WINDOW_S - (time.monotonic() - _mark.wall)
+    if wait > 0:
+        time.sleep(wait)
+    now = CpuSample.now()
+    threads = threads_for(now.others_since(_mark), cores)
+    _mark, _last_choice = now, (time.monotonic(), threads)
+    return threads
+
+
+def configure_cpu_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads to `choose_threads(num_threads)` and return the count set. A count given here
+    (a --threads flag) is the user's: later choices in this process keep it and nothing re-chooses it."""
+    global _fixed
+    if num_threads:
+        _fixed = max(1, int(num_threads))
+    torch.set_num_threads(choose_threads(num_threads))
     return torch.get_num_threads()
+
+
+class ThreadGovernor:
+    """Re-chooses torch's intra-op threads while a long job runs: `tick()` after every step (cheap; it looks every
+    `every_s` seconds) compares what other processes used of this process's cores since the last look with the
+    cores (`threads_for`) and calls `torch.set_num_threads` when the answer changes. Load that appears after the
+    start (a browser, a second training) takes the count down within `every_s`; when it goes, the count goes back.
+
+    `changes` lists (seconds since the start, threads) of every change, for logs and benchmarks.
+    """
+
+    def __init__(self, cores: int | None = None, every_s: float = 3.0):
+        self.cores = cores or available_cores()
+        self.every_s = every_s
+        self._t0 = time.monotonic()
+        self._mark = CpuSample.now()
+        self.changes: list[tuple[float, int]] = []
+
+    def tick(self) -> int | None:
+        """The new thread count when it changed, else None."""
+        if time.monotonic() - self._mark.wall < self.every_s:
+            return None
+        now = CpuSample.now()
+        want = threads_for(now.others_since(self._mark), self.cores)
+        self._mark = now
+        if want == torch.get_num_threads():
+            return None
+        torch.set_num_threads(want)
+        self.changes.append((round(now.wall - self._t0, 1), want))
+        return want
+
+
+def thread_governor(device: torch.device | str = "cpu") -> ThreadGovernor | None:
+    """A ThreadGovernor when this process's thread count is matebit's to re-choose: a CPU device, MATEBIT_THREADS
+    =auto (the `matebit` command sets it unless the user set it) and no count fixed by the user (--threads N,
+    OMP_NUM_THREADS). None for library calls (a run's arithmetic stays repeatable bit for bit at a fixed count) and
+    on GPUs."""
+    if torch.device(device).type != "cpu" or os.environ.get(THREADS_ENV, "").strip().lower() != "auto":
+        return None
+    if requested_threads() is not None:
+        return None
+    return ThreadGovernor()
 
 
 @functools.lru_cache(maxsize=1)

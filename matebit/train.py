@@ -571,9 +571,11 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)
     loader = make_loader(cfg, data_root, trainer.step, num_workers, dataset=datasets[0])
     from matebit.progress import progress as progress_bar
+    from matebit.speed import thread_governor
 
     # A terminal gets a tqdm bar; a log gets a compact line every few seconds (matebit.progress).
     bar = progress_bar(end, "train", "steps", quiet=not (progress and is_main()), initial=trainer.step)
+    governor = thread_governor(device)  # re-chooses CPU threads as other processes come and go (CLI runs)
     t_last, n_last = time.perf_counter(), trainer.step
     batches = iter(loader)
     saved_step = trainer.step
@@ -591,11 +593,15 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
             values = trainer.train_step(batch)
             step = trainer.step
             bar.update(1)
+            if governor is not None:
+                governor.tick()
             if step % cfg.train.log_every == 0 or step == end:
                 now = time.perf_counter()
                 images = (step - n_last) * cfg.train.batch_size * world_size
                 values["images_per_s"] = images / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
+                if governor is not None:
+                    values["threads"] = float(torch.get_num_threads())
                 log.scalars(step, values)
                 shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
                 shown["img/s"] = f"{values['images_per_s']:.1f}"

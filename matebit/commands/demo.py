@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.n_mat_blocks=2")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores, or 1 on a busy machine)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes leave free, "
+                                                "re-chosen every few seconds while training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     f = p.add_argument_group("face demo (matebit.recipes.faces.faces_demo)")
     f.add_argument("--faces", action="store_true",

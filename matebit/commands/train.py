@@ -35,7 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-files", action="store_true",
                    help="leave out data files that cannot be used (listed on stderr and in log.jsonl) instead of "
                         "stopping before step 1")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: the cores other processes leave free, re-chosen every few seconds "
+                        "while training; a fixed N keeps a run's arithmetic repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (on a terminal a bar; in a log a line "
+                                                         "every few seconds)")
 
 
 def _read_config(path: Path):
@@ -104,6 +108,11 @@ def main(args: argparse.Namespace) -> int:
         base = _read_config(Path(args.config)) if args.config else experiment_preset(args.preset or "paper")
         cfg = apply_overrides(base, overrides)
     _refuse_ignored_network(args, cfg)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    from matebit import speed
+
+    speed.configure_cpu_threads(args.threads)  # then re-chosen while training (matebit.speed.ThreadGovernor)
     main_rank = True
     # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: the run lock is released on the way out.
     in_main_thread = threading.current_thread() is threading.main_thread()

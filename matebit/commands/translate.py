@@ -83,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX), else fp32")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads (default: the cores other processes leave free, re-chosen between batches)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave pairs whose outputs exist (resumes an interrupted batch)")
     parser.add_argument("--skip-errors", action="store_true",
@@ -338,6 +340,8 @@ def _check_arguments(args: argparse.Namespace) -> str:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.max_size != 0 and args.max_size < MIN_NET_SIDE:
         raise InputError(f"--max-size must be 0 (no cap) or at least {MIN_NET_SIDE}, got {args.max_size}")
     if args.size is not None:
@@ -403,7 +407,11 @@ def main(args: argparse.Namespace) -> int:
         if not jobs:
             print(f"nothing to do: every output exists in {args.out}")
             return 0
+    from matebit import speed
+
+    speed.configure_cpu_threads(args.threads)  # the Translator keeps a count given here
     translator = Translator.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    governor = speed.thread_governor(translator.device) if work.batched else None
     if args.from_photo == "hed":
         convert = _recipe_hed(args.model, translator.trained_size) or convert
     need_aux = any(j.warped or j.uncor for j in jobs)
@@ -446,6 +454,8 @@ def main(args: argparse.Namespace) -> int:
                 raise PathError(f"{first_line(exc)}; the {written} finished output(s) are kept; fix it and rerun "
                                 f"with --skip-existing") from None
             bar.update(len(chunk))
+            if governor is not None:
+                governor.tick()
     finally:
         bar.close()
     if failed:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matebit import speed
 from matebit.config import TOKEN_STRIDE, ExperimentConfig, apply_overrides, experiment_preset, to_dict
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,19 +70,9 @@ def make_data(root: Path, settings: DemoSettings) -> Path:
     return write_synthetic_dataset(root, settings.n_train, 0, settings.size, settings.seed)
 
 
-def choose_threads(requested: int | None = None) -> int:
-    """Intra-op threads for CPU training. On a busy machine (load >= cores) OpenMP threads of several
-    processes spin against each other and a step gets several times slower than with one thread."""
-    import os
-
-    if requested:
-        return requested
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] >= cores + 0.5  # other processes already fill every core
-    except OSError:  # no load average on this platform
-        busy = False
-    return 1 if busy else torch.get_num_threads()
+# The thread choice moved to matebit.speed (load-aware at start, re-chosen while training); `matebit bench` imports
+# it from here.
+choose_threads = speed.choose_threads
 
 
 def train_model(settings: DemoSettings, data_root: Path, run_dir: Path, progress: bool = True):
@@ -309,8 +300,7 @@ def run_demo(out: Path, settings: DemoSettings, progress: bool = True, echo=prin
     data = make_data(out / "data", settings)
     timings["data"] = time.perf_counter() - t0
 
-    threads = choose_threads(threads)
-    torch.set_num_threads(threads)
+    threads = speed.configure_cpu_threads(threads)
     echo(f"[2/4] training preset {settings.preset!r}: {settings.steps} steps, batch {settings.batch_size}, "
          f"{threads} thread(s)")
     trainer, timings["training"] = train_model(settings, data, out / "run", progress)

@@ -153,3 +153,20 @@ def test_from_photo_hed_with_a_face_model_makes_the_map_as_its_recipe_did(files,
     assert code == 0, err
     assert calls == [("plain hed", (48, 40))]
 
+
+def test_translate_threads_flag_fixes_the_count(files, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from matebit import speed
+
+    monkeypatch.setattr(speed, "_fixed", None)
+    before = torch.get_num_threads()
+    try:
+        code, err = _run(["--model", files / "model", "--structure", files / "maps", "--exemplar", files / "ex.jpg",
+                          "--out", tmp_path / "t", "--threads", "1", "--quiet"], capsys)
+        assert code == 0, err
+        assert torch.get_num_threads() == 1 and speed.choose_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert _run(["--model", files / "model", "--structure", files / "maps", "--exemplar", files / "ex.jpg",
+                 "--out", tmp_path / "u", "--threads", "0"], capsys)[0] == 2
