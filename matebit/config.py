@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 CorrespondenceKind = Literal["masked", "full", "official"]
 MaskKind = Literal["relu", "none"]
+ReliabilityKind = Literal["quality", "mass"]
 FeedForwardKind = Literal["adaconv", "ffn"]
 SpectralNormKind = Literal["all", "official", "none"]
 
@@ -52,6 +53,8 @@ class ModelConfig:
     n_mat_blocks: int = 3  # 0 = "w/o MAT"
     correspondence: CorrespondenceKind = "masked"  # masked (paper) | full (CoCosNet) | official (released code)
     mask: MaskKind = "relu"  # Eq. 2; "none" is the "w/o ReLU" ablation
+    # Eq. 5's X_uncor weight is 1 - reliability; the two bounded readings are in models/correspondence.py.
+    reliability: ReliabilityKind = "quality"
     alpha: float = 100.0  # Eq. 3 softmax sharpness
     feed_forward: FeedForwardKind = "adaconv"  # Fig. 3c AdaConv, or a plain FFN (ablation)
     adaconv_kernel: int = 7
