@@ -28,8 +28,8 @@ import numpy as np
 
 __all__ = [
     "PART_NAMES", "PART_INDEX", "KEYPOINT_PARTS", "KEYPOINT_NAMES",
-    "FaceGeometry", "FaceStyle", "Texture", "Sample",
-    "sample_geometry", "sample_style", "render", "SyntheticFaces", "write_synthetic_dataset",
+    "FaceGeometry", "FaceStyle", "Texture", "Sample", "Move",
+    "sample_geometry", "sample_style", "sample_move", "moved", "render", "SyntheticFaces", "write_synthetic_dataset",
 ]
 
 # Label map values; paint order (back to front) is fixed in `_layout`.
@@ -618,6 +618,34 @@ def render(geometry: FaceGeometry, style: FaceStyle, size: int = 128, snap_keypo
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Moved exemplars: the same face under another pose, so that copying it or matching each point to the same
+# place (the identity map) fails, while the ground truth stays exact.
+
+
+@dataclass(frozen=True)
+class Move:
+    """A similarity change of a face's pose: shift (canvas fractions), zoom factor, extra in-plane rotation."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    zoom: float = 1.0
+    angle: float = 0.0
+
+
+def moved(g: FaceGeometry, move: Move) -> FaceGeometry:
+    """The geometry with its pose changed by `move` (shape and expression unchanged)."""
+    from dataclasses import replace
+
+    return replace(g, cx=g.cx + move.dx, cy=g.cy + move.dy, scale=g.scale * move.zoom, angle=g.angle + move.angle)
+
+
+def sample_move(rng: np.random.Generator, shift: float = 0.1, zoom: float = 0.2, angle: float = 20.0) -> Move:
+    """Uniform in +-shift, [1 - zoom, 1 + zoom] (log-uniform) and +-angle degrees."""
+    z = math.exp(rng.uniform(math.log(1 - zoom), math.log(1 + zoom)))
+    return Move(dx=_u(rng, -shift, shift), dy=_u(rng, -shift, shift), zoom=z, angle=_u(rng, -angle, angle))
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Collections
 
 
@@ -657,6 +685,18 @@ class SyntheticFaces:
 
     def keypoints(self, i: int) -> dict[str, tuple[float, float]]:
         return self[i].keypoints
+
+    def moved_exemplar(self, j: int, rng: np.random.Generator, max_tries: int = 50, **move_ranges) -> Sample:
+        """Face j under a random pose change (`sample_move`), redrawn until every keypoint stays on the canvas
+        with a margin of one 1/16 of the side, so each has an exact, visible counterpart."""
+        margin = self.size / 16
+        for _ in range(max_tries):
+            move = sample_move(rng, **move_ranges)
+            sample = render(moved(self.geometry(j), move), self.style(j), self.size)
+            pts = np.array(list(sample.keypoints.values()))
+            if (pts >= margin).all() and (pts <= self.size - 1 - margin).all():
+                return sample
+        raise RuntimeError(f"no pose change of face {j} within {max_tries} draws keeps every keypoint visible")
 
     def correspondence(self, i: int, j: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Matched keypoint names and their (K, 2) pixel (x, y) positions in sample i and in sample j."""
