@@ -65,11 +65,13 @@ class ModelConfig:
     global_style: bool = True  # z through AdaIN (Sec. 3.3)
     style_dim: int = 64
     decoder_attention: bool = False  # released code's SAGAN block in the decoder (not in the paper)
+    upsample_align_corners: bool = False  # decoder's bilinear x2 (the released code: True)
     spectral_norm: SpectralNormKind = "all"  # paper Sec. 4: "all the layers"
     # Discriminator (multi-scale PatchGAN, conditioned on x_A)
     d_channels: int = 64
     d_layers: int = 4
     d_scales: int = 2
+    d_padding: int = 2  # of its 4x4 convolutions: pix2pixHD's 2, or the released code's 1
     # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies,
     # i.e. on CUDA from `fused_min_tokens` query tokens up (4096 = a 512x512 input; to be tuned on a GPU).
     attention_impl: Literal["auto", "reference", "fused"] = "auto"
@@ -83,6 +85,8 @@ class ModelConfig:
                      "spade_hidden", "style_dim", "d_channels", "d_layers", "d_scales"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_padding not in (1, 2):
+            raise ConfigError(f"d_padding must be 1 or 2, got {self.d_padding}")
         if self.feature_channels % 2:
             raise ConfigError("feature_channels must be even (sine positional code)")
         if self.alpha <= 0:
@@ -126,6 +130,9 @@ class LossConfig:
     pixel: float = 0.0
     perceptual_kind: Literal["l1", "mse"] = "l1"  # Eq. 10 says L1; the released code uses MSE
     contextual_form: Literal["paper", "official"] = "paper"
+    # CX centring: by y's mean over positions (Mechrez), or by its per-position channel mean (the released
+    # recipes pass --PONO, which does that).
+    contextual_center: Literal["y_mean", "y_position"] = "y_mean"
     perceptual_network: Literal["vgg19", "hed-vgg16"] = "vgg19"
     vgg19_path: str = ""
     lpips_backbone_path: str = ""
@@ -332,7 +339,8 @@ _FACES = dict(base_channels=16, feature_channels=128, spade_hidden=64, style_dim
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official"),
+    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official",
+                     upsample_align_corners=True, d_padding=1),
     "no-mat": dict(n_mat_blocks=0),
     **{f"mat{n}": dict(n_mat_blocks=n) for n in range(1, 6)},
     "no-relu": dict(mask="none"),
@@ -380,6 +388,7 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # contrastive variant (exemplar codes as negatives, raw dot products).
     "official": dict(recipe="official", style=100.0, align=10.0, corr=1000.0, structure=0.0,
                      perceptual=0.001, perceptual_kind="mse", contextual=10.0, contextual_form="official",
+                     contextual_center="y_position",
                      adversarial=10.0, gan_feature_matching=10.0, vgg_feature_matching=10.0, gram_style=1.0,
                      negatives="exemplars", normalize_style_codes=False),
     # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a

@@ -20,14 +20,15 @@ from matebit.models import MATEBITGenerator
 # Each block kind of the generator: the paper's masked MAT (with either reliability weight), the "w/o ReLU"
 # ablation, CoCosNet's full correspondence and the released code's block (with its decoder attention and
 # spectral-norm subset).
-# Re-pinned on purpose once (issue 13): the size-free positional code, the "quality" reliability weight as default,
-# and the released PONO in the official block moved every output.
+# Re-pinned on purpose (issue 13): the size-free positional code, the "quality" reliability weight as default,
+# and the released PONO in the official block moved every output; then the official decoder's align_corners.
 KINDS = {
     "masked": {},
     "masked-mass": {"reliability": "mass"},
     "no-relu": {"mask": "none"},
     "full": {"correspondence": "full"},
-    "official": {"correspondence": "official", "decoder_attention": True, "spectral_norm": "official"},
+    "official": {"correspondence": "official", "decoder_attention": True, "spectral_norm": "official",
+                 "upsample_align_corners": True},
 }
 
 # image[0, 0, 30:33, 30:33]; last block's X_uncor weight and warped exemplar [0, 0, 3:6, 3:6] (8x8 token grid).
@@ -53,7 +54,7 @@ EXPECTED = {
         'warped': [[0.072021, 0.016241, 0.016391], [-0.019323, -0.008378, 0.022378], [0.140182, -0.012388, 0.033322]],
     },
     'official': {
-        'image': [[-0.350061, 0.342235, 0.634583], [-0.172676, 0.287688, 0.434042], [0.130026, 0.399175, 0.497862]],
+        'image': [[-0.580533, -0.189601, 0.225641], [-0.448406, -0.037363, 0.169176], [-0.051916, 0.268375, 0.37683]],
         'uncor': [[0.385008, 0.302516, 0.373092], [0.522032, 0.403631, 0.509381], [0.375044, 0.348394, 0.303893]],
         'warped': [[-0.006102, 0.005657, 0.003251], [0.006118, 0.010893, 0.010186], [0.002026, 0.00785, 0.002002]],
     },
