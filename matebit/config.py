@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 CorrespondenceKind = Literal["masked", "full", "official"]
 MaskKind = Literal["relu", "none"]
+ReliabilityKind = Literal["quality", "mass"]
 FeedForwardKind = Literal["adaconv", "ffn"]
 SpectralNormKind = Literal["all", "official", "none"]
 
@@ -52,6 +53,8 @@ class ModelConfig:
     n_mat_blocks: int = 3  # 0 = "w/o MAT"
     correspondence: CorrespondenceKind = "masked"  # masked (paper) | full (CoCosNet) | official (released code)
     mask: MaskKind = "relu"  # Eq. 2; "none" is the "w/o ReLU" ablation
+    # Eq. 5's X_uncor weight is 1 - reliability; the two bounded readings are in models/correspondence.py.
+    reliability: ReliabilityKind = "quality"
     alpha: float = 100.0  # Eq. 3 softmax sharpness
     feed_forward: FeedForwardKind = "adaconv"  # Fig. 3c AdaConv, or a plain FFN (ablation)
     adaconv_kernel: int = 7
@@ -62,11 +65,13 @@ class ModelConfig:
     global_style: bool = True  # z through AdaIN (Sec. 3.3)
     style_dim: int = 64
     decoder_attention: bool = False  # released code's SAGAN block in the decoder (not in the paper)
+    upsample_align_corners: bool = False  # decoder's bilinear x2 (the released code: True)
     spectral_norm: SpectralNormKind = "all"  # paper Sec. 4: "all the layers"
     # Discriminator (multi-scale PatchGAN, conditioned on x_A)
     d_channels: int = 64
     d_layers: int = 4
     d_scales: int = 2
+    d_padding: int = 2  # of its 4x4 convolutions: pix2pixHD's 2, or the released code's 1
     # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies,
     # i.e. on CUDA from `fused_min_tokens` query tokens up (4096 = a 512x512 input; to be tuned on a GPU).
     attention_impl: Literal["auto", "reference", "fused"] = "auto"
@@ -80,6 +85,8 @@ class ModelConfig:
                      "spade_hidden", "style_dim", "d_channels", "d_layers", "d_scales"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_padding not in (1, 2):
+            raise ConfigError(f"d_padding must be 1 or 2, got {self.d_padding}")
         if self.feature_channels % 2:
             raise ConfigError("feature_channels must be even (sine positional code)")
         if self.alpha <= 0:
@@ -105,7 +112,7 @@ class ModelConfig:
 class LossConfig:
     """Loss weights (Eq. 14) and loss options. `paper` and `official` presets are in `LOSS_PRESETS`."""
 
-    recipe: Literal["paper", "official", "demo"] = "paper"
+    recipe: Literal["paper", "official", "demo", "faces"] = "paper"
     # The paper gives no lambda values (Eq. 14); these put every term near 1 at initialisation.
     style: float = 1.0  # lambda_1, contrastive style (Eq. 7)
     align: float = 10.0  # lambda_2 (Eq. 8)
@@ -123,6 +130,9 @@ class LossConfig:
     pixel: float = 0.0
     perceptual_kind: Literal["l1", "mse"] = "l1"  # Eq. 10 says L1; the released code uses MSE
     contextual_form: Literal["paper", "official"] = "paper"
+    # CX centring: by y's mean over positions (Mechrez), or by its per-position channel mean (the released
+    # recipes pass --PONO, which does that).
+    contextual_center: Literal["y_mean", "y_position"] = "y_mean"
     perceptual_network: Literal["vgg19", "hed-vgg16"] = "vgg19"
     vgg19_path: str = ""
     lpips_backbone_path: str = ""
@@ -169,6 +179,10 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     exemplar_rate: float = 0.0  # share of pairs-file exemplars; the paper uses warped self-exemplars only
     flip: bool = True
+    # Strength of the self-exemplar warp (Sec. 3.4): max rotation (degrees), zoom (relative), shift (of the side).
+    warp_rotation: float = 10.0
+    warp_zoom: float = 0.1
+    warp_shift: float = 0.05
     nan_policy: Literal["stop", "skip"] = "stop"
     compile: bool = False
 
@@ -189,6 +203,9 @@ class TrainConfig:
             raise ConfigError(f"train.beta1 and train.beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
         if not 0 <= self.exemplar_rate <= 1:
             raise ConfigError(f"train.exemplar_rate is a probability, got {self.exemplar_rate}")
+        if self.warp_rotation < 0 or self.warp_shift < 0 or not 0 <= self.warp_zoom < 1:
+            raise ConfigError(f"train.warp_rotation and train.warp_shift must be >= 0 and train.warp_zoom in [0, 1), "
+                              f"got {self.warp_rotation}, {self.warp_shift}, {self.warp_zoom}")
 
 
 @dataclass
@@ -314,9 +331,16 @@ _TINY = dict(base_channels=8, feature_channels=32, spade_hidden=16, style_dim=16
 _DEMO = dict(base_channels=8, feature_channels=64, spade_hidden=32, style_dim=16, d_channels=16, d_layers=2,
              spectral_norm="none")
 
+# The shipped face model (`matebit recipe faces`): 5.5 M parameters, sized to train at 128x128 on 2 CPU cores in
+# about two hours (2.1 s per step of 8 without the perceptual term, 3.9 s with it, measured on the AMD EPYC
+# development machine); spectral norm off for the same reason as the demo.
+_FACES = dict(base_channels=16, feature_channels=128, spade_hidden=64, style_dim=32, d_channels=32, d_layers=3,
+              spectral_norm="none")
+
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official"),
+    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official",
+                     upsample_align_corners=True, d_padding=1),
     "no-mat": dict(n_mat_blocks=0),
     **{f"mat{n}": dict(n_mat_blocks=n) for n in range(1, 6)},
     "no-relu": dict(mask="none"),
@@ -328,6 +352,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     "demo-no-relu": {**_DEMO, "mask": "none"},
     "demo-full-corr": {**_DEMO, "correspondence": "full"},
+    "faces": _FACES,
+    "faces-full-corr": {**_FACES, "correspondence": "full"},
 }
 
 PRESET_HELP: dict[str, str] = {
@@ -343,6 +369,8 @@ PRESET_HELP: dict[str, str] = {
     "demo": "a small model that trains on 2 CPU cores in minutes (the embedded demo)",
     "demo-no-relu": "the demo model without the ReLU mask",
     "demo-full-corr": "the demo model with full correspondence",
+    "faces": "the shipped face model: 128x128 HED edges -> portrait, trained on 2 CPU cores",
+    "faces-full-corr": "the face model with full correspondence (Table 2 beside the shipped model)",
 }
 for _n in range(1, 6):
     PRESET_HELP[f"mat{_n}"] = f"Fig. 7: {_n} MAT block(s)"
@@ -360,12 +388,18 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # contrastive variant (exemplar codes as negatives, raw dot products).
     "official": dict(recipe="official", style=100.0, align=10.0, corr=1000.0, structure=0.0,
                      perceptual=0.001, perceptual_kind="mse", contextual=10.0, contextual_form="official",
+                     contextual_center="y_position",
                      adversarial=10.0, gan_feature_matching=10.0, vgg_feature_matching=10.0, gram_style=1.0,
                      negatives="exemplars", normalize_style_codes=False),
     # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
     # pixel L1 stands in for them (stated wherever the demo reports results).
     "demo": dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
                  early_steps=200, queue_size=256),
+    # Real portraits on 2 CPU cores: the demo's terms plus Eq. 10's perceptual term on the HED network's VGG16
+    # trunk (the only pretrained image network offline; a named substitute for VGG19, +85% time per step).
+    # Contextual (Eq. 11) and structural (Eq. 12) terms are off: together they would halve the steps again.
+    "faces": dict(recipe="faces", structure=0.0, perceptual=1.0, contextual=0.0, pixel=10.0, adversarial=0.1,
+                  perceptual_network="hed-vgg16", early_steps=500, queue_size=512),
 }
 
 
@@ -377,6 +411,13 @@ def experiment_preset(name: str) -> ExperimentConfig:
     elif name == "tiny":
         loss, train = LOSS_PRESETS["demo"], dict(image_size=64, batch_size=8, steps=600, decay_start=400,
                                                   checkpoint_every=200, log_every=20, image_every=200)
+    elif name.startswith("faces"):
+        # The demo's optimiser settings (they learn in a short budget); the self-exemplar warp as strong as the
+        # moved-exemplar evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%).
+        loss, train = LOSS_PRESETS["faces"], dict(image_size=128, batch_size=8, steps=1800, decay_start=1200,
+                                                   checkpoint_every=100, log_every=20, image_every=300,
+                                                   lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=15.0,
+                                                   warp_zoom=0.15, warp_shift=0.08)
     elif name.startswith("demo"):
         # Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
         # learns almost nothing in the few minutes it has (matebit demo).

@@ -51,6 +51,15 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def _all_ranks(ok: bool, device: torch.device) -> bool:
+    """`ok` and-ed over every rank (a no-op in one process)."""
+    if not dist.is_initialized():
+        return ok
+    flag = torch.tensor([int(ok)], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
@@ -129,9 +138,15 @@ class Trainer:
         return losses, total, (out, z_fake)
 
     def _check_finite(self, losses: dict[str, Tensor], total: Tensor) -> bool:
-        if torch.isfinite(total):
+        """Whether every rank's loss is finite. Decided together: under DDP a rank that skipped a backward (or
+        stopped) while the others ran it would leave them waiting in the gradient all-reduce forever."""
+        local = bool(torch.isfinite(total))
+        if _all_ranks(local, self.device):
             return True
-        bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v)) or "total"
+        if local:
+            bad = "on another rank"
+        else:
+            bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v)) or "total"
         if self.cfg.train.nan_policy == "stop":
             raise TrainingError(f"step {self.step}: non-finite loss ({bad}); stopping before any weight "
                                 f"is updated (set train.nan_policy=skip to skip such steps)")
@@ -153,7 +168,7 @@ class Trainer:
                 self.opt_g.step()
             else:
                 g_ok = self._check_finite({"gradient": torch.tensor(float("nan"))}, torch.tensor(float("nan")))
-        if self.use_style:
+        if self.use_style and g_ok:  # a skipped step's codes may be the non-finite ones: keep them out of the queue
             self.queue.policy_enqueue(self.cfg.loss.negatives, self.step, self.cfg.loss.early_steps,
                                       z_generated=z_fake.detach().float(), z_exemplar=out.z.detach().float())
         # Discriminator step
@@ -444,10 +459,12 @@ VERIFY_PROGRESS_FROM = 200  # data sets with at least this many pairs show a pro
 def open_datasets(cfg: ExperimentConfig, data_root: str):
     """(train split, validation split or None when it is empty) of the paired-folder data set."""
     from matebit.data import DataConfig, PairedFolderDataset
+    from matebit.data.warp import WarpConfig
 
     t = cfg.train
+    warp = WarpConfig(rotation=t.warp_rotation, scale=t.warp_zoom, translation=t.warp_shift)
     data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
-                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed)
+                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=warp)
     val = PairedFolderDataset(data_cfg, "val", allow_empty=True)
     return PairedFolderDataset(data_cfg, "train"), (val if len(val) else None)
 

@@ -1,11 +1,13 @@
 """`matebit bench quality --synthetic`: the synthetic quality benchmark from the command line.
 
     matebit bench quality --synthetic --model matebit-demo/run/model
-    matebit bench quality --synthetic --presets demo,demo-no-relu,demo-full-corr --out bench-runs
+    matebit bench quality --synthetic --presets demo,demo-no-relu,demo-full-corr --seeds 0,1,2 --out bench-runs
 
 With --model, trained models are scored as they are. With --presets, each preset is first trained with the
-demo's data and budget (same steps, batch, size, seed and rates), so the rows differ only in the model.
-Prints a table (text, or Markdown with --markdown) and writes JSON (--json, default <out>/quality.json).
+demo's data and budget (same steps, batch, size and rates), once per seed (the seed draws both the training faces
+and the initialisation), so the rows differ only in the model; each row is the mean ± sample standard deviation
+over the seeds. Prints a table (text, or Markdown with --markdown) and writes JSON (--json, default
+<out>/quality.json) with every seed's scores.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--size", type=int, help="image side for --presets (default: the demo's); --model uses "
                                             "each model's training size")
     q.add_argument("--pairs", type=int, default=32, help="held-out pairs (default %(default)s)")
-    q.add_argument("--seed", type=int, default=0, help="training seed for --presets (default %(default)s)")
+    q.add_argument("--seeds", default="0", help="comma-separated training seeds for --presets; each preset is "
+                                                 "trained once per seed (default %(default)s)")
     q.add_argument("--out", default="bench-quality", help="folder for training runs and the JSON")
     q.add_argument("--json", help="where to write the JSON (default <out>/quality.json)")
     q.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -52,7 +55,14 @@ def _model_size(directory: Path, default: int) -> int:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from matebit.demo.benchmark import BENCH_SEED, QualityReport, evaluate_generator, format_table, write_json
+    from matebit.demo.benchmark import (
+        BENCH_SEED,
+        QualityReport,
+        aggregate,
+        evaluate_generator,
+        format_table,
+        write_json,
+    )
     from matebit.demo.report import DemoSettings, choose_threads, make_data, train_model
 
     if not args.synthetic:
@@ -62,8 +72,14 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("nothing to score: pass --model DIR and/or --presets a,b,c")
     if args.pairs < 1:
         raise InputError(f"--pairs must be >= 1, got {args.pairs}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise InputError("--seeds: give at least one seed")
     out = Path(args.out)
-    base = DemoSettings(seed=args.seed, n_pairs=args.pairs)
+    base = DemoSettings(seed=seeds[0], n_pairs=args.pairs)
     if args.steps is not None:
         base = replace(base, steps=args.steps)
     if args.size is not None:
@@ -87,21 +103,23 @@ def main(args: argparse.Namespace) -> int:
         baselines = {k: v for k, v in report.rows.items() if k != str(directory)}
     if presets:
         torch.set_num_threads(choose_threads())
-        data = make_data(out / f"data-{base.size}px-seed{base.seed}", base)
         for name in presets:
-            settings = replace(base, preset=name)
-            print(f"training {name}: {settings.steps} steps x batch {settings.batch_size} at {settings.size} px",
-                  file=sys.stderr)
-            trainer, seconds = train_model(settings, data, out / name, progress=not args.no_progress)
-            report, _ = evaluate_generator(trainer.generator, settings.size, args.pairs, name=name)
-            rows[name] = report.rows[name]
-            info[name] = {"preset": name, "train_seconds": round(seconds, 1), "run": str(out / name),
-                          "params": sum(p.numel() for p in trainer.generator.parameters()),
-                          "settings": asdict(settings)}
-            baselines = {k: v for k, v in report.rows.items() if k != name}
-            sizes.add(settings.size)
-            del trainer
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            per_seed, runs = [], []
+            for seed in seeds:
+                settings = replace(base, preset=name, seed=seed)
+                data = make_data(out / f"data-{settings.size}px-seed{seed}", settings)
+                print(f"training {name} (seed {seed}): {settings.steps} steps x batch {settings.batch_size} at "
+                      f"{settings.size} px", file=sys.stderr)
+                run_dir = out / (f"{name}-seed{seed}" if len(seeds) > 1 else name)
+                trainer, seconds = train_model(settings, data, run_dir, progress=not args.no_progress)
+                report, _ = evaluate_generator(trainer.generator, settings.size, args.pairs, name=name)
+                per_seed.append(report.rows[name])
+                runs.append({"seed": seed, "train_seconds": round(seconds, 1), "run": str(run_dir)})
+                baselines = {k: v for k, v in report.rows.items() if k != name}
+                sizes.add(settings.size)
+                del trainer
+            rows[name] = aggregate(per_seed)
+            info[name] = {"preset": name, "runs": runs, "settings": asdict(replace(base, preset=name))}
     if len(sizes) > 1:
         print(f"note: rows were scored at different sizes {sorted(sizes)}; the trivial answers are at "
               f"{max(sizes)} px", file=sys.stderr)

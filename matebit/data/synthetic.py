@@ -28,8 +28,8 @@ import numpy as np
 
 __all__ = [
     "PART_NAMES", "PART_INDEX", "KEYPOINT_PARTS", "KEYPOINT_NAMES",
-    "FaceGeometry", "FaceStyle", "Texture", "Sample",
-    "sample_geometry", "sample_style", "render", "SyntheticFaces", "write_synthetic_dataset",
+    "FaceGeometry", "FaceStyle", "Texture", "Sample", "Move",
+    "sample_geometry", "sample_style", "sample_move", "moved", "render", "SyntheticFaces", "write_synthetic_dataset",
 ]
 
 # Label map values; paint order (back to front) is fixed in `_layout`.
@@ -510,23 +510,41 @@ def _boundaries(lab: np.ndarray) -> np.ndarray:
     return b
 
 
-def _pattern(t: Texture, n: int) -> np.ndarray:
-    """A texture as an (n, n) field in about [-1, 1], laid out in canvas coordinates (size independent)."""
-    v = (np.arange(n, dtype=np.float32) + 0.5) / n
+def _pattern(t: Texture, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A texture in about [-1, 1] at the points (x, y), given in units of the canvas side (size independent)."""
     if t.kind == "stripes":
-        u = v[None, :] * math.cos(t.angle) + v[:, None] * math.sin(t.angle)
+        u = x * math.cos(t.angle) + y * math.sin(t.angle)
         return np.sin(2 * math.pi * t.frequency * u + t.phase).astype(np.float32)
     if t.kind == "dots":
         c, s = math.cos(t.angle), math.sin(t.angle)
-        a = (v[None, :] * c + v[:, None] * s) * t.frequency + t.phase / (2 * math.pi)
-        b = (-v[None, :] * s + v[:, None] * c) * t.frequency
+        a = (x * c + y * s) * t.frequency + t.phase / (2 * math.pi)
+        b = (-x * s + y * c) * t.frequency
         d = np.hypot(a - np.round(a), b - np.round(b))
         return np.where(d < 0.25, 1.0, -0.3).astype(np.float32)
     if t.kind == "noise":
         k = max(2, int(round(t.frequency)))
         coarse = np.random.default_rng(t.seed).uniform(-1, 1, (k, k)).astype(np.float32)
-        return cv2.resize(coarse, (n, n), interpolation=cv2.INTER_CUBIC).clip(-1, 1)
-    return np.zeros((n, n), np.float32)
+        field = cv2.resize(coarse, (_NOISE_RES, _NOISE_RES), interpolation=cv2.INTER_CUBIC)
+        mx, my = (x * _NOISE_RES - 0.5).astype(np.float32), (y * _NOISE_RES - 0.5).astype(np.float32)
+        return cv2.remap(field, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).clip(-1, 1)
+    return np.zeros(np.shape(x), np.float32)
+
+
+_NOISE_RES = 256  # resolution at which a noise texture is laid out before it is sampled
+_REFERENCE_POSE = FaceGeometry()  # the face-anchored layout is drawn as if the face had the default pose
+
+
+def _face_anchored(g: FaceGeometry, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel of an n x n canvas, where it lies on the face (its face-local position) expressed in canvas
+    units of a face in the reference pose: textures and light drawn there move, zoom and turn with the face, as they
+    would on a real one, so a moved exemplar carries its appearance along with its parts."""
+    v = (np.arange(n, dtype=np.float32) + 0.5) / n
+    cx, cy = v[None, :] - g.cx, v[:, None] - g.cy
+    r = math.radians(g.angle)
+    c, s = math.cos(r), math.sin(r)
+    lx, ly = (c * cx + s * cy) / g.scale, (-s * cx + c * cy) / g.scale  # the inverse of _to_pixels
+    ref = _REFERENCE_POSE
+    return (ref.cx + ref.scale * lx).astype(np.float32), (ref.cy + ref.scale * ly).astype(np.float32)
 
 
 def _snap(labels: np.ndarray, name: str, xy: tuple[float, float]) -> tuple[float, float]:
@@ -564,23 +582,27 @@ def render(geometry: FaceGeometry, style: FaceStyle, size: int = 128, snap_keypo
     palette = np.array([C[label_color[p]] for p in PART_NAMES], np.float32)
     img = palette[lab_ss]
 
-    # Textures multiply each region's colour, laid out in canvas coordinates.
+    # Textures multiply each region's colour: the background's in canvas coordinates, the face's, hair's and
+    # clothes' anchored to the face (they move with its pose).
+    canvas_xy = np.meshgrid((np.arange(n, dtype=np.float32) + 0.5) / n, (np.arange(n, dtype=np.float32) + 0.5) / n)
+    face_xy = _face_anchored(g, n)
     gain = np.ones((n, n), np.float32)
     for region, parts in TEXTURE_REGIONS.items():
         t = st.textures.get(region)
         if t is None or t.kind == "none" or t.amplitude == 0:
             continue
         mask = np.isin(lab_ss, [PART_INDEX[p] for p in parts])
-        gain = np.where(mask, gain * (1.0 + t.amplitude * _pattern(t, n)), gain)
+        xy = canvas_xy if region == "background" else face_xy
+        gain = np.where(mask, gain * (1.0 + t.amplitude * _pattern(t, *xy)), gain)
 
-    # Face rim shading (darker towards the outline) and a global linear light gradient.
+    # Face rim shading (darker towards the outline) and a linear light gradient that turns with the face.
     if st.rim > 0:
         face = (lab_ss == PART_INDEX["face"]).astype(np.uint8)
         dist = cv2.distanceTransform(face, cv2.DIST_L2, 3)
         gain = np.where(face > 0, gain * (1.0 - st.rim * np.exp(-dist / (0.3 * g.scale * n))), gain)
     if st.shading > 0:
-        v = np.arange(n, dtype=np.float32) / n - 0.5
-        u = v[None, :] * math.cos(st.light_angle) + v[:, None] * math.sin(st.light_angle)
+        fx, fy = face_xy
+        u = (fx - 0.5) * math.cos(st.light_angle) + (fy - 0.5) * math.sin(st.light_angle)
         gain = gain * (1.0 + st.shading * 1.4 * u)
     img *= gain[..., None]
 
@@ -615,6 +637,34 @@ def render(geometry: FaceGeometry, style: FaceStyle, size: int = 128, snap_keypo
     if snap_keypoints:
         kps = {k: _snap(labels, k, xy) for k, xy in kps.items()}
     return Sample(image=image, structure=structure, labels=labels, keypoints=kps, geometry=g, style=st)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Moved exemplars: the same face under another pose, so that copying it or matching each point to the same
+# place (the identity map) fails, while the ground truth stays exact.
+
+
+@dataclass(frozen=True)
+class Move:
+    """A similarity change of a face's pose: shift (canvas fractions), zoom factor, extra in-plane rotation."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    zoom: float = 1.0
+    angle: float = 0.0
+
+
+def moved(g: FaceGeometry, move: Move) -> FaceGeometry:
+    """The geometry with its pose changed by `move` (shape and expression unchanged)."""
+    from dataclasses import replace
+
+    return replace(g, cx=g.cx + move.dx, cy=g.cy + move.dy, scale=g.scale * move.zoom, angle=g.angle + move.angle)
+
+
+def sample_move(rng: np.random.Generator, shift: float = 0.1, zoom: float = 0.2, angle: float = 20.0) -> Move:
+    """Uniform in +-shift, [1 - zoom, 1 + zoom] (log-uniform) and +-angle degrees."""
+    z = math.exp(rng.uniform(math.log(1 - zoom), math.log(1 + zoom)))
+    return Move(dx=_u(rng, -shift, shift), dy=_u(rng, -shift, shift), zoom=z, angle=_u(rng, -angle, angle))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -657,6 +707,18 @@ class SyntheticFaces:
 
     def keypoints(self, i: int) -> dict[str, tuple[float, float]]:
         return self[i].keypoints
+
+    def moved_exemplar(self, j: int, rng: np.random.Generator, max_tries: int = 50, **move_ranges) -> Sample:
+        """Face j under a random pose change (`sample_move`), redrawn until every keypoint stays on the canvas
+        with a margin of one 1/16 of the side, so each has an exact, visible counterpart."""
+        margin = self.size / 16
+        for _ in range(max_tries):
+            move = sample_move(rng, **move_ranges)
+            sample = render(moved(self.geometry(j), move), self.style(j), self.size)
+            pts = np.array(list(sample.keypoints.values()))
+            if (pts >= margin).all() and (pts <= self.size - 1 - margin).all():
+                return sample
+        raise RuntimeError(f"no pose change of face {j} within {max_tries} draws keeps every keypoint visible")
 
     def correspondence(self, i: int, j: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Matched keypoint names and their (K, 2) pixel (x, y) positions in sample i and in sample j."""

@@ -1,7 +1,11 @@
 """The synthetic benchmark: fixed held-out cross pairs with exact ground truth (`matebit bench quality`).
 
-A pair (i, j) puts the structure map of face i with the exemplar of face j; `SyntheticFaces.cross(i, j)` is
-the exact answer and both faces' keypoints give the true correspondence. Faces come from a seed the demo
+A pair (i, j) puts the structure map of face i with an exemplar of face j *moved*: rendered with its pose changed
+by a random shift (up to 10% of the side), zoom (0.8-1.2) and in-plane rotation (up to 20 degrees), as a real
+exemplar differs from the structure in position, scale and pose. `SyntheticFaces.cross(i, j)` (face i's geometry
+and pose in face j's style) is the exact answer, and the keypoints of face i and of the moved face j give the true
+correspondence. Copying the exemplar or matching each point to the same place (the identity map) therefore fails,
+where on unmoved pairs of these roughly aligned faces it scores PCK@0.10 = 0.82. Faces come from a seed the demo
 never trains on, so every pair is held out. Scores:
 
   pck@0.05, pck@0.1  share of face i's keypoints whose attention argmax in the LAST MAT block lands within
@@ -11,6 +15,8 @@ never trains on, so every pair is held out. Scores:
                      pixels; mean over the parts of a pair, then over pairs (lower is better)
   psnr               dB of the uint8 output against the truth, mean over pairs (identical images are capped
                      at PSNR_CAP so means stay finite)
+  uncor>0.5          share of the last block's tokens whose X_uncor weight (1 - reliability) exceeds 0.5, with
+                     the weight's mean and a 10-bin histogram in the JSON
 
 Two trivial answers are scored the same way: the exemplar itself (its PCK is that of the identity map, each
 point matched to the centre of the token cell it lies in) and the structure map shown as an RGB image (no
@@ -29,12 +35,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from matebit.data.synthetic import KEYPOINT_NAMES, SyntheticFaces
+from matebit.data.synthetic import KEYPOINT_NAMES, Sample, SyntheticFaces
 from matebit.config import TOKEN_STRIDE
 from matebit.io import format_table as _format_table, from_uint8, to_uint8
 from matebit.metrics import attention_to_points, pck, psnr
 
-__all__ = ["BENCH_SEED", "PSNR_CAP", "QualityPair", "PairResult", "QualityReport", "held_out_pairs",
+__all__ = ["BENCH_SEED", "PSNR_CAP", "QualityPair", "PairResult", "QualityReport", "held_out_pairs", "aggregate",
+           "reliability_stats",
            "part_colour_error", "capped_psnr", "structure_rgb", "token_centres", "pair_tensors", "run_generator",
            "evaluate_generator", "evaluate_baselines", "table_cells", "format_table", "write_json"]
 
@@ -47,13 +54,15 @@ ALPHAS = (0.05, 0.1)
 class QualityPair:
     structure_index: int  # i: geometry (x_A) comes from this face
     exemplar_index: int  # j: style (y_B) comes from this face
+    move_seed: int | None = None  # the exemplar's pose change is drawn from this seed; None: not moved
 
 
-def held_out_pairs(n_pairs: int, seed: int = BENCH_SEED) -> list[QualityPair]:
-    """Pairs (2k, 2k+1) of a SyntheticFaces(2 * n_pairs, size, seed): disjoint faces, fixed for a seed."""
+def held_out_pairs(n_pairs: int, seed: int = BENCH_SEED, moved: bool = True) -> list[QualityPair]:
+    """Pairs (2k, 2k+1) of a SyntheticFaces(2 * n_pairs, size, seed): disjoint faces, fixed for a seed; with
+    `moved`, each exemplar's pose change comes from its own seeded stream."""
     if n_pairs < 1:
         raise ValueError(f"the benchmark needs at least one pair, got {n_pairs}")
-    return [QualityPair(2 * k, 2 * k + 1) for k in range(n_pairs)]
+    return [QualityPair(2 * k, 2 * k + 1, seed * 1000 + k if moved else None) for k in range(n_pairs)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,16 +118,26 @@ class PairResult:
 
 
 class _Renders:
-    """Each face and each cross pair rendered once (a render is the costly part of scoring on the CPU)."""
+    """Each face, exemplar and cross pair rendered once (a render is the costly part of scoring on the CPU)."""
 
     def __init__(self, faces: SyntheticFaces):
         self.faces = faces
-        self._cache: dict[tuple[int, int], object] = {}
+        self._cache: dict[tuple, Sample] = {}
 
-    def __call__(self, i: int, j: int | None = None):
+    def __call__(self, i: int, j: int | None = None) -> Sample:
         key = (i, i if j is None else j)
         if key not in self._cache:
             self._cache[key] = self.faces.cross(*key)
+        return self._cache[key]
+
+    def exemplar(self, pair: QualityPair) -> Sample:
+        """Face j as the pair shows it: moved by its seeded pose change, or as rendered."""
+        if pair.move_seed is None:
+            return self(pair.exemplar_index)
+        key = ("moved", pair.exemplar_index, pair.move_seed)
+        if key not in self._cache:
+            rng = np.random.default_rng(pair.move_seed)
+            self._cache[key] = self.faces.moved_exemplar(pair.exemplar_index, rng)
         return self._cache[key]
 
 
@@ -129,7 +148,7 @@ def pair_tensors(faces: SyntheticFaces, pairs: Sequence[QualityPair], structure_
     st, ex = [], []
     for p in pairs:
         st.append(from_uint8(renders(p.structure_index).structure, low=0.0).expand(structure_channels, -1, -1))
-        ex.append(from_uint8(renders(p.exemplar_index).image))
+        ex.append(from_uint8(renders.exemplar(p).image))
     return torch.stack(st), torch.stack(ex)
 
 
@@ -163,7 +182,7 @@ def run_generator(generator, faces: SyntheticFaces, pairs: Sequence[QualityPair]
             out, rows, masked, full = generator(structure, exemplar), None, None, None
         grid = generator.token_grid(size, size)
         for b, p in enumerate(chunk):
-            si, sj = renders(p.structure_index), renders(p.exemplar_index)
+            si, sj = renders(p.structure_index), renders.exemplar(p)
             truth = renders(p.structure_index, p.exemplar_index)
             results.append(PairResult(
                 pair=p, structure=si.structure, exemplar=sj.image, truth=truth.image, labels=truth.labels,
@@ -197,7 +216,17 @@ def summarise(results: Sequence[PairResult], size: int, image_key: str = "output
         row.update({f"pck@{a:g}": float("nan") for a in ALPHAS})
     row["colour_error"] = float(np.mean([r.scores["colour_error"] for r in results]))
     row["psnr"] = float(np.mean([r.scores["psnr"] for r in results]))
+    if results and results[0].uncor is not None:
+        row.update(reliability_stats(np.concatenate([r.uncor.ravel() for r in results])))
     return row
+
+
+def reliability_stats(uncor: np.ndarray) -> dict:
+    """How the X_uncor weight (1 - reliability) is spread over tokens: the share above 0.5, the mean, and a 10-bin
+    histogram on [0, 1] (a weight stuck at 0 or 1 everywhere carries no information)."""
+    u = np.asarray(uncor, np.float64).ravel()
+    return {"uncor>0.5": float((u > 0.5).mean()), "uncor_mean": float(u.mean()),
+            "uncor_hist": np.histogram(u, bins=10, range=(0.0, 1.0))[0].tolist()}
 
 
 def token_centres(points: np.ndarray, size: int) -> np.ndarray:
@@ -264,19 +293,42 @@ def evaluate_generator(generator, size: int, n_pairs: int = 32, seed: int = BENC
 
 
 COLUMNS = (("pck@0.05", "PCK@0.05 ↑", "{:.3f}"), ("pck@0.1", "PCK@0.10 ↑", "{:.3f}"),
-           ("colour_error", "colour err ↓", "{:.1f}"), ("psnr", "PSNR dB ↑", "{:.2f}"))
+           ("colour_error", "colour err ↓", "{:.1f}"), ("psnr", "PSNR dB ↑", "{:.2f}"),
+           ("uncor>0.5", "X_uncor>0.5", "{:.2f}"))
+
+
+def aggregate(runs: Sequence[dict]) -> dict:
+    """The rows of one model trained with several seeds -> mean of each score, its sample standard deviation
+    (key + "_std") and the number of seeds; histograms are summed, per-seed values kept under "per_seed"."""
+    if not runs:
+        raise ValueError("aggregate needs at least one run")
+    out: dict = {"seeds": len(runs)}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(first, list):
+            out[key] = np.sum(values, axis=0).tolist()
+            continue
+        v = np.array(values, np.float64)
+        out[key] = float(v.mean())
+        out[key + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    out["per_seed"] = [dict(r) for r in runs]
+    return out
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    v = row.get(key, float("nan"))
+    if v is None or not math.isfinite(v):
+        return "—"
+    if row.get("seeds", 1) > 1 and key + "_std" in row:
+        return f"{fmt.format(v)} ± {fmt.format(row[key + '_std'])}"
+    return fmt.format(v)
 
 
 def table_cells(rows: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
-    """(column heads, one list of formatted cells per row), the rows in the order given; a missing score is "—"."""
+    """(column heads, one list of formatted cells per row), the rows in the order given; a missing score is "—";
+    a row aggregated over seeds shows mean ± sample standard deviation."""
     head = ["", *(c[1] for c in COLUMNS)]
-    body = []
-    for name, row in rows.items():
-        cells = [name]
-        for key, _, fmt in COLUMNS:
-            v = row.get(key, float("nan"))
-            cells.append("—" if v is None or not math.isfinite(v) else fmt.format(v))
-        body.append(cells)
+    body = [[name, *(_cell(row, key, fmt) for key, _, fmt in COLUMNS)] for name, row in rows.items()]
     return head, body
 
 

@@ -81,7 +81,8 @@ class Objective:
             if w.contextual or w.gram_style:
                 f_ex = self._features(y_b, grad=False)
                 if w.contextual:
-                    losses["contextual"] = contextual_loss_multi(f_fake, f_ex, form=w.contextual_form)
+                    losses["contextual"] = contextual_loss_multi(f_fake, f_ex, form=w.contextual_form,
+                                                                 center=w.contextual_center)
                 if w.gram_style:
                     losses["gram_style"] = gram_style_loss(f_fake, f_ex)
             if w.vgg_feature_matching:

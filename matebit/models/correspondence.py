@@ -30,9 +30,8 @@ class Correspondence:
     """Result of one correspondence pass.
 
     out:         (B, N, Cv) the values aggregated by the attention weights (X_cor of Eq. 3).
-    reliability: (B, N) the share of each query's attention mass that lies on reliable keys (keys with
-                 positive cosine, i.e. kept by the ReLU mask). 1 - reliability is the bounded weight of
-                 X_uncor in Eq. 5 (see `MaskedMATBlock`).
+    reliability: (B, N) in [0, 1], how much each query's match can be trusted (see `RELIABILITY`);
+                 1 - reliability is the weight of X_uncor in Eq. 5 (see `MaskedMATBlock`).
     weights:     (B, N, M) the attention matrix, only when asked for.
     """
 
@@ -41,13 +40,28 @@ class Correspondence:
     weights: Tensor | None = None
 
 
+# How reliable a query's match is, for the bounded weight 1 - reliability of X_uncor (Eq. 5). As printed,
+# 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to h*w keys and leaves [0, 1], so a bounded reading is needed:
+#   "quality": sum_j A(u, j) ReLU(cos(u, j)), the cosine of the keys the query attends to, averaged with the
+#              attention weights. Near 1 when the attended keys match well, near 0 when even the best keys barely
+#              correlate. Follows the paper's intent (the ReLU-masked scores decide) and stays informative at any
+#              number of keys.
+#   "mass":    sum_j A(u, j) [cos(u, j) > 0], the share of the softmax mass on keys the ReLU keeps: the released
+#              code's bounded form with the paper's ReLU mask in place of its learned one. With alpha = 100 it
+#              falls below 1/2 only when the best cosine is under ln(M) / alpha (0.069 for 1024 keys), so it is
+#              about 1 almost everywhere.
+RELIABILITY = ("quality", "mass")
+
+
 def masked_correspondence_reference(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
-                                    return_weights: bool = False) -> Correspondence:
+                                    return_weights: bool = False, reliability: str = "quality") -> Correspondence:
     """softmax(alpha * ReLU(cos(q, k))) v, with q and k already passed through `centred_unit`.
 
     mask="relu" is the paper (Eq. 2); mask="none" is the "w/o ReLU" ablation, softmax(alpha * cos), for which
     every key counts as reliable (there is no mask to say otherwise), so reliability is 1.
     """
+    if reliability not in RELIABILITY:
+        raise ValueError(f"unknown reliability kind {reliability!r}")
     # Eq. 1, (B, N, M), in fp32 even under autocast: alpha = 100 turns a bf16 rounding error of 0.004 in the
     # cosine into 0.4 in the logits, enough to move the argmax.
     with torch.autocast(q.device.type, enabled=False):
@@ -60,26 +74,28 @@ def masked_correspondence_reference(q: Tensor, k: Tensor, v: Tensor, alpha: floa
         raise ValueError(f"unknown mask kind {mask!r}")
     weights = torch.softmax(scores, dim=-1).to(v.dtype)  # Eq. 3
     out = weights @ v
-    if mask == "relu":
-        # Mass on keys the ReLU kept. A key with cos <= 0 still receives exp(0) / Z after the softmax; that
-        # share is what the paper calls unreliable.
-        reliability = (weights * (cos > 0).to(weights.dtype)).sum(dim=-1)
+    if mask == "none":
+        rel = torch.ones(q.shape[:-1], dtype=weights.dtype, device=q.device)
+    elif reliability == "quality":
+        rel = (weights.float() * torch.relu(cos)).sum(dim=-1).to(weights.dtype)
     else:
-        reliability = torch.ones(q.shape[:-1], dtype=weights.dtype, device=q.device)
-    return Correspondence(out, reliability, weights if return_weights else None)
+        # A key with cos <= 0 still receives exp(0) / Z after the softmax; that share is the unreliable mass.
+        rel = (weights * (cos > 0).to(weights.dtype)).sum(dim=-1)
+    return Correspondence(out, rel, weights if return_weights else None)
 
 
 def masked_correspondence_chunked(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
-                                  chunk: int = 4096) -> Correspondence:
+                                  chunk: int = 4096, reliability: str = "quality") -> Correspondence:
     """The reference, evaluated over blocks of queries so that memory stays O(chunk * M).
 
     Rows of a softmax are independent, so splitting the queries changes nothing but peak memory.
     """
     if q.shape[1] <= chunk:
-        return masked_correspondence_reference(q, k, v, alpha, mask)
+        return masked_correspondence_reference(q, k, v, alpha, mask, reliability=reliability)
     outs, rels = [], []
     for start in range(0, q.shape[1], chunk):
-        part = masked_correspondence_reference(q[:, start:start + chunk], k, v, alpha, mask)
+        part = masked_correspondence_reference(q[:, start:start + chunk], k, v, alpha, mask,
+                                               reliability=reliability)
         outs.append(part.out)
         rels.append(part.reliability)
     return Correspondence(torch.cat(outs, 1), torch.cat(rels, 1))
@@ -87,14 +103,14 @@ def masked_correspondence_chunked(q: Tensor, k: Tensor, v: Tensor, alpha: float,
 
 def masked_correspondence(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
                           impl: str = "auto", return_weights: bool = False,
-                          min_tokens: int = fused.DEFAULT_MIN_TOKENS) -> Correspondence:
+                          min_tokens: int = fused.DEFAULT_MIN_TOKENS, reliability: str = "quality") -> Correspondence:
     """Dispatch to the implementation that fits: the fused kernel where it applies (`impl="auto"`: CUDA and at
     least `min_tokens` queries, `ModelConfig.fused_min_tokens`), else the matrix form."""
     if return_weights or impl == "reference":
-        return masked_correspondence_reference(q, k, v, alpha, mask, return_weights)
+        return masked_correspondence_reference(q, k, v, alpha, mask, return_weights, reliability)
     if impl == "fused" or (impl == "auto" and fused.applies(q, min_tokens)):
-        return Correspondence(*fused.masked_correspondence_fused(q, k, v, alpha, mask))
-    return masked_correspondence_chunked(q, k, v, alpha, mask)
+        return Correspondence(*fused.masked_correspondence_fused(q, k, v, alpha, mask, reliability=reliability))
+    return masked_correspondence_chunked(q, k, v, alpha, mask, reliability=reliability)
 
 
 def tokens(x: Tensor) -> Tensor:

@@ -14,17 +14,18 @@ from matebit.models.layers import apply_spectral_norm, official_sn
 class PatchDiscriminator(nn.Module):
     """4x4 convs: stride 2 until the last two layers, IN + LeakyReLU between, one logit per patch."""
 
-    def __init__(self, in_channels: int, channels: int, n_layers: int):
+    def __init__(self, in_channels: int, channels: int, n_layers: int, padding: int = 2):
         super().__init__()
-        layers = [nn.Sequential(nn.Conv2d(in_channels, channels, 4, 2, 2), nn.LeakyReLU(0.2))]
+        # padding 2 (pix2pixHD's ceil(3 / 2)) or the released code's 1 (`model.d_padding`).
+        layers = [nn.Sequential(nn.Conv2d(in_channels, channels, 4, 2, padding), nn.LeakyReLU(0.2))]
         cin = channels
         for i in range(1, n_layers):
             cout = min(cin * 2, 512)
             stride = 1 if i == n_layers - 1 else 2
-            layers.append(nn.Sequential(official_sn(nn.Conv2d(cin, cout, 4, stride, 2)), nn.InstanceNorm2d(cout),
+            layers.append(nn.Sequential(official_sn(nn.Conv2d(cin, cout, 4, stride, padding)), nn.InstanceNorm2d(cout),
                                         nn.LeakyReLU(0.2)))
             cin = cout
-        layers.append(nn.Sequential(nn.Conv2d(cin, 1, 4, 1, 2)))
+        layers.append(nn.Sequential(nn.Conv2d(cin, 1, 4, 1, padding)))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -45,7 +46,7 @@ class MultiscaleDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cin = cfg.structure_channels + cfg.image_channels
-        self.scales = nn.ModuleList(PatchDiscriminator(cin, cfg.d_channels, cfg.d_layers)
+        self.scales = nn.ModuleList(PatchDiscriminator(cin, cfg.d_channels, cfg.d_layers, cfg.d_padding)
                                     for _ in range(cfg.d_scales))
         apply_spectral_norm(self, cfg.spectral_norm)
 

@@ -2,12 +2,14 @@
 
 Two FlexAttention calls, both returning the log-sum-exp (LSE) of their scores:
 
-  1. score_mod alpha * relu(s)            -> out = the reference's output, LSE_all
-  2. score_mod alpha * s where s > 0,     -> LSE_reliable (its output is discarded; V is a tiny dummy)
-               -BIG elsewhere
+  1. score_mod alpha * relu(s)                    -> out = the reference's output, LSE_all
+  2. "mass":    alpha * s where s > 0, else -BIG   -> LSE_reliable (its output is discarded; V is a tiny dummy)
+     "quality": alpha * s + log(s) where s > EPS, else -BIG
 
-and reliability r = exp(LSE_reliable - LSE_all), the softmax mass on keys with positive cosine: the same number
-the reference gets by summing the weights of those keys.
+and reliability r = exp(LSE_reliable - LSE_all). For "mass" that is the softmax mass on keys with positive cosine;
+for "quality", sum_j exp(alpha s_j) s_j / sum_j exp(alpha relu(s_j)) = sum_j A_j relu(s_j), the attention-weighted
+cosine. Both are the numbers the reference gets by summing over the matrix. (Keys with 0 < s <= EPS = 1e-6 are left
+out of the "quality" sum, an error of at most 1e-6; it keeps 1/s, the gradient of log s, finite.)
 
 Why -BIG and not -inf: a query with no positive key would have every score -inf, and the kernel's backward then
 evaluates exp(-inf - (-inf)) = NaN, which a zero upstream gradient does not cancel (NaN * 0 = NaN). With a finite
@@ -32,6 +34,7 @@ from torch import Tensor
 
 # A score that no positive cosine can reach after the exp: exp(-1e4) is 0 in float32 and bfloat16.
 _BIG = 1.0e4
+_EPS = 1.0e-6
 
 # `auto` picks the fused kernel only from this many query tokens up (`ModelConfig.fused_min_tokens`). Below it the
 # N x M matrix is small (N=1024 at 256x256: 4 MiB per image in fp32) and the matrix form is at least as fast (an
@@ -82,10 +85,14 @@ def _score_mods(alpha: float):
     def reliable_keys(score, b, h, q_idx, kv_idx):
         return torch.where(score > 0, alpha * score, torch.full_like(score, -_BIG))
 
+    def match_quality(score, b, h, q_idx, kv_idx):
+        safe = torch.clamp(score, min=_EPS)  # log of a non-positive score is never taken, not even masked away
+        return torch.where(score > _EPS, alpha * score + torch.log(safe), torch.full_like(score, -_BIG))
+
     def unmasked(score, b, h, q_idx, kv_idx):
         return alpha * score  # the "w/o ReLU" ablation
 
-    return all_keys, reliable_keys, unmasked
+    return all_keys, {"mass": reliable_keys, "quality": match_quality}, unmasked
 
 
 def kernel_options(q_dim: int, v_dim: int, device: torch.device) -> dict | None:
@@ -116,7 +123,7 @@ def _flex_call(q: Tensor, k: Tensor, v: Tensor, score_mod, compiled: bool = True
 
 
 def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, mask: str = "relu",
-                                compiled: bool = True) -> tuple[Tensor, Tensor]:
+                                compiled: bool = True, reliability: str = "quality") -> tuple[Tensor, Tensor]:
     """(out, reliability) as `masked_correspondence_reference` computes them (without the weights): q (B, N, C),
     k (B, M, C), v (B, M, Cv) with Cv free to differ from C (V carries the features plus the 3 exemplar channels).
 
@@ -127,7 +134,9 @@ def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, m
         raise RuntimeError("FlexAttention is not available in this torch; use attention_impl='reference'")
     if mask not in ("relu", "none"):
         raise ValueError(f"unknown mask kind {mask!r}")
-    all_keys, reliable_keys, unmasked = _score_mods(float(alpha))
+    if reliability not in ("mass", "quality"):
+        raise ValueError(f"unknown reliability kind {reliability!r}")
+    all_keys, reliability_mods, unmasked = _score_mods(float(alpha))
     dtype = q.dtype
     # FlexAttention wants (B, H, N, D) with one dtype; one head, since the cosine spans all channels.
     q4, k4, v4 = q.unsqueeze(1), k.to(dtype).unsqueeze(1), v.to(dtype).unsqueeze(1)
@@ -137,6 +146,6 @@ def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, m
     out, lse_all = _flex_call(q4, k4, v4, all_keys, compiled)
     # Only the LSE of the second call is used; a 16-wide zero V keeps its output cheap (16: smallest tile width).
     dummy = q4.new_zeros(*k4.shape[:-1], 16)
-    _, lse_rel = _flex_call(q4, k4, dummy, reliable_keys, compiled)
-    reliability = torch.exp(lse_rel.float() - lse_all.float())
-    return out.squeeze(1), reliability.squeeze(1).to(dtype)
+    _, lse_rel = _flex_call(q4, k4, dummy, reliability_mods[reliability], compiled)
+    rel = torch.exp(lse_rel.float() - lse_all.float())
+    return out.squeeze(1), rel.squeeze(1).to(dtype)

@@ -107,8 +107,9 @@ class UpBlock(nn.Module):
         return self.res(F.instance_norm(self.conv(x)))
 
 
-def _up(x: Tensor) -> Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+def _up(x: Tensor, align_corners: bool = False) -> Tensor:
+    # align_corners=False keeps pixel centres where they are at every size; the released decoder uses True.
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=align_corners)
 
 
 class Decoder(nn.Module):
@@ -146,14 +147,14 @@ class Decoder(nn.Module):
         x16 = self.down(x)
         h = self.merge(torch.cat([self.bottleneck(x16), x16], 1))
         h = self._style(0, h, z)
-        h = self._style(1, self.up1(torch.cat([_up(h), x], 1)), z)
-        parts = [_up(h)] + ([skips[2]] if self.cfg.skip_connections else [])
+        h = self._style(1, self.up1(torch.cat([_up(h, self.cfg.upsample_align_corners), x], 1)), z)
+        parts = [_up(h, self.cfg.upsample_align_corners)] + ([skips[2]] if self.cfg.skip_connections else [])
         h = self._style(2, self.up2(torch.cat(parts, 1)), z)
         if self.attention is not None:
             h = self.attention(h)
-        parts = [_up(h)] + ([skips[1]] if self.cfg.skip_connections else [])
+        parts = [_up(h, self.cfg.upsample_align_corners)] + ([skips[1]] if self.cfg.skip_connections else [])
         h = self._style(3, self.up3(torch.cat(parts, 1)), z)
-        h = self.final_res(F.leaky_relu(_up(h), 0.2))
+        h = self.final_res(F.leaky_relu(_up(h, self.cfg.upsample_align_corners), 0.2))
         return torch.tanh(self.to_rgb(h))
 
 

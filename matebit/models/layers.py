@@ -37,11 +37,20 @@ def apply_spectral_norm(net: nn.Module, policy: str) -> nn.Module:
 # Normalisations
 
 
-def pono(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """Positional normalisation (Li et al. 2019): normalise every position over its channels."""
+def pono(x: Tensor, eps: float = 1e-5, unbiased: bool = False) -> Tensor:
+    """Positional normalisation (Li et al. 2019): normalise every position over its channels.
+
+    The released code divides by the unbiased standard deviation with eps = 1e-8 (`official_pono`); the paper's
+    PONO and this default use the biased variance, like every other normalisation layer.
+    """
     mean = x.mean(dim=1, keepdim=True)
-    var = x.var(dim=1, keepdim=True, unbiased=False)
+    var = x.var(dim=1, keepdim=True, unbiased=unbiased)
     return (x - mean) * torch.rsqrt(var + eps)
+
+
+def official_pono(x: Tensor) -> Tensor:
+    """The released code's PositionalNorm2d: unbiased variance, eps 1e-8 (a 1e-3 relative difference at C=512)."""
+    return pono(x, eps=1e-8, unbiased=True)
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-10) -> Tensor:
@@ -69,7 +78,9 @@ def resize_condition(cond: Tensor, size: tuple[int, int]) -> Tensor:
     because thin edge lines vanish under nearest-neighbour subsampling at 1/8 resolution."""
     if cond.shape[-2:] == size:
         return cond
-    return F.interpolate(cond, size=size, mode="bilinear", align_corners=False, antialias=True)
+    # Antialiased interpolation has no bf16 kernel on CPU: resize in fp32 and hand back the input's dtype.
+    return F.interpolate(cond.float(), size=size, mode="bilinear", align_corners=False,
+                         antialias=True).to(cond.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,23 +250,42 @@ class SelfAttention(nn.Module):
 # Positional code
 
 
-def sine_position_code(h: int, w: int, channels: int, device=None, dtype=None) -> Tensor:
-    """A fixed 2-D sine/cosine code (1, channels, h, w) over *normalised* coordinates.
+# Fixed angular frequencies of the positional code, in radians per image side: log-spaced from half a period
+# across the image (pi) to 8 periods (16 pi). They do not depend on the grid, so a relative place gets the same code
+# at every size. 8 periods are 4 tokens per period on the 32x32 grid of a 256x256 input; finer frequencies would
+# alias on the grids the model meets (an 8x8 grid at 64x64 already samples 16 pi at its Nyquist limit).
+POSITION_FREQUENCIES = (math.pi, 16 * math.pi)
 
-    The released code learns a 32x32 tensor, which ties the model to 256x256 input. A function of the relative
-    position (0..1 across the image) works at any size, and the same weights see the same code for the same
-    relative place at 256 and 512.
+
+def position_code_at(ys: Tensor, xs: Tensor, channels: int) -> Tensor:
+    """The positional code at normalised coordinates: ys (h,), xs (w,) in [0, 1] -> (1, channels, h, w).
+
+    Channels: sin and cos of each frequency times y, then the same for x (n = channels // 4 frequencies), then
+    zeros for the channels left over.
     """
     n_freq = channels // 4
     rest = channels - 4 * n_freq
-    freqs = math.pi * torch.logspace(0, math.log2(max(h, w, 2)), max(n_freq, 1), base=2.0, device=device)
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
-    py = ys[:, None] * freqs[None, :n_freq]  # (h, F)
-    px = xs[:, None] * freqs[None, :n_freq]  # (w, F)
+    lo, hi = POSITION_FREQUENCIES
+    freqs = torch.logspace(math.log2(lo), math.log2(hi), max(n_freq, 1), base=2.0, device=ys.device)[:n_freq]
+    h, w = ys.shape[0], xs.shape[0]
+    py = ys.float()[:, None] * freqs[None, :]  # (h, F)
+    px = xs.float()[:, None] * freqs[None, :]  # (w, F)
     code = torch.cat([
         torch.sin(py)[:, None, :].expand(h, w, n_freq), torch.cos(py)[:, None, :].expand(h, w, n_freq),
         torch.sin(px)[None, :, :].expand(h, w, n_freq), torch.cos(px)[None, :, :].expand(h, w, n_freq),
-        torch.zeros(h, w, rest, device=device),
+        torch.zeros(h, w, rest, device=ys.device),
     ], dim=-1)
-    return code.permute(2, 0, 1).unsqueeze(0).to(dtype or torch.float32)
+    return code.permute(2, 0, 1).unsqueeze(0)
+
+
+def sine_position_code(h: int, w: int, channels: int, device=None, dtype=None) -> Tensor:
+    """A fixed 2-D sine/cosine code (1, channels, h, w) of the *relative* position of each token's centre.
+
+    The released code learns a 32x32 tensor, which ties the model to 256x256 input. Here y runs 0..1 down the
+    image and x 0..1 across it whatever the grid (each axis normalised by its own length, so a non-square input
+    puts the same code on the same relative place), and the frequencies are fixed: the same weights see the same
+    code for the same relative place at 256x256, 512x512 or 256x384, up to the sampling of the grid.
+    """
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    return position_code_at(ys, xs, channels).to(dtype or torch.float32)

@@ -51,6 +51,7 @@ class _CosineAttention(nn.Module):
         self.alpha = cfg.alpha
         self.impl = cfg.attention_impl
         self.min_tokens = cfg.fused_min_tokens
+        self.reliability = cfg.reliability
         self.to_q = nn.Conv2d(c, c, 1)
         self.to_k = nn.Conv2d(c, c, 1)
         self.to_v = nn.Conv2d(c, c, 1)
@@ -64,7 +65,8 @@ class _CosineAttention(nn.Module):
         qt, kt = centred_unit(tokens(q)), centred_unit(tokens(k))  # Eq. 1 operands
         # The exemplar rides along as three extra value channels: one pass gives X_cor and the Eq. 9 warp.
         values = torch.cat([tokens(v), tokens(exemplar_small.to(v.dtype))], dim=-1)
-        corr = masked_correspondence(qt, kt, values, self.alpha, self.mask, self.impl, min_tokens=self.min_tokens)
+        corr = masked_correspondence(qt, kt, values, self.alpha, self.mask, self.impl, min_tokens=self.min_tokens,
+                                     reliability=self.reliability)
         x_cor = grid(corr.out[..., :-3], h, w)  # Eq. 3
         warped = grid(corr.out[..., -3:], h, w)
         uncor = (1 - corr.reliability).clamp(0, 1).reshape(b, 1, h, w)
@@ -101,11 +103,9 @@ class MaskedMATBlock(_CosineAttention):
         x_cor, warped, uncor = self._correspond(q, k, v, ctx.exemplar_small)
         # Eq. 4: normalise Q per channel over positions, then modulate it by gamma(x_A), beta(x_A).
         q_norm = self.modulate(F.instance_norm(q), ctx.structure)
-        # Eq. 5 with a bounded weight. As printed, 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to
-        # h*w keys and leaves [0, 1] (it goes negative as soon as the cosines add up to more than 1).
-        # We use 1 - (share of the softmax mass on keys the ReLU kept): 1 where no key is reliable,
-        # 0 where the whole match is reliable. This is the released code's bounded form with the
-        # paper's ReLU mask in place of its learned one.
+        # Eq. 5 with a bounded weight: as printed, 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to h*w
+        # keys and leaves [0, 1]. `uncor` is 1 - reliability (ModelConfig.reliability, models/correspondence.py):
+        # near 1 where the query has no good match in the exemplar, so the structure's own features fill in.
         x_uncor = uncor * q_norm
         x_agg = pono(x_cor + x_uncor + q)  # Eq. 6
         out = self.feed_forward(x_agg) + x_agg  # X_MAT = AdaConv(X_agg) + X_agg

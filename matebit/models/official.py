@@ -15,7 +15,7 @@ from torch import Tensor
 
 from matebit.config import ModelConfig
 from matebit.models.correspondence import Correspondence, gather_rows, grid, tokens
-from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, l2_normalize, pono
+from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, l2_normalize, official_pono
 from matebit.models.mat import BlockAux, BlockContext
 
 
@@ -85,8 +85,8 @@ class OfficialMATBlock(nn.Module):
         x_cor = grid(corr.out, h, w)
         warped = grid(warp_weights @ tokens(ctx.exemplar_small.to(v.dtype)), h, w)
         uncor = (1 - corr.reliability).clamp(0, 1).reshape(b, 1, h, w)
-        x_uncor = uncor * self.modulate(pono(x), ctx.structure)  # released: PONO of the block input, not of Q
-        x_agg = pono(x_cor + x_uncor + x)  # released: adds X, not Q
+        x_uncor = uncor * self.modulate(official_pono(x), ctx.structure)  # released: PONO of the input, not of Q
+        x_agg = official_pono(x_cor + x_uncor + x)  # released: adds X, not Q
         out = self.feed_forward(x_agg) + x_agg
         return out, BlockAux(warped=warped, uncor_weight=uncor)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from matebit.config import model_preset
-from matebit.data.synthetic import SyntheticFaces
+from matebit.data.synthetic import KEYPOINT_NAMES, SyntheticFaces
 from matebit.metrics import attention_to_points
 from matebit.models import MATEBITGenerator
 from matebit.demo import benchmark
@@ -115,7 +115,11 @@ def test_evaluate_generator_end_to_end_writes_json(tmp_path):
     # The pair's truth is the exact cross render of (structure face, exemplar face).
     faces = SyntheticFaces(6, 32, benchmark.BENCH_SEED)
     np.testing.assert_array_equal(r.truth, faces.cross(0, 1).image)
-    np.testing.assert_array_equal(r.exemplar, faces[1].image)
+    # The exemplar is face 1 moved by its pair's seeded pose change; its keypoints are the true matches.
+    moved = faces.moved_exemplar(1, np.random.default_rng(r.pair.move_seed))
+    np.testing.assert_array_equal(r.exemplar, moved.image)
+    np.testing.assert_allclose(r.true_points, [moved.keypoints[k] for k in KEYPOINT_NAMES])
+    assert not np.allclose(moved.image, faces[1].image)
     path = benchmark.write_json(report, tmp_path / "q.json")
     data = json.loads(path.read_text())
     assert data["rows"]["structure map"]["pck@0.05"] is None  # NaN is written as null

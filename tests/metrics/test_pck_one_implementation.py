@@ -22,18 +22,24 @@ SIZE, PAIRS = 64, 6
 
 def _benchmark_pairs_as_data_folder(root):
     """The benchmark's faces and pairs written as a paired folder: val = the structure faces, each listing its
-    benchmark exemplar first in pairs.txt, keypoints as {name: [x, y]}."""
+    benchmark exemplar (face j under the pair's pose change, stem m<j>) first in pairs.txt, keypoints as
+    {name: [x, y]}."""
     faces = SyntheticFaces(2 * PAIRS, SIZE, BENCH_SEED)
     for sub in ("images", "structure", "keypoints"):
         (root / sub).mkdir(parents=True)
-    for i in range(2 * PAIRS):
-        s = faces[i]
-        Image.fromarray(s.image).save(root / "images" / f"{i:06d}.png")
-        Image.fromarray(s.structure).save(root / "structure" / f"{i:06d}.png")
-        (root / "keypoints" / f"{i:06d}.json").write_text(json.dumps(s.keypoints))
+
+    def write(stem, sample):
+        Image.fromarray(sample.image).save(root / "images" / f"{stem}.png")
+        Image.fromarray(sample.structure).save(root / "structure" / f"{stem}.png")
+        (root / "keypoints" / f"{stem}.json").write_text(json.dumps(sample.keypoints))
+
     pairs = held_out_pairs(PAIRS, BENCH_SEED)
+    for p in pairs:
+        write(f"{p.structure_index:06d}", faces[p.structure_index])
+        write(f"m{p.exemplar_index:06d}",
+              faces.moved_exemplar(p.exemplar_index, np.random.default_rng(p.move_seed)))
     (root / "val.txt").write_text("".join(f"{p.structure_index:06d}\n" for p in pairs))
-    (root / "pairs.txt").write_text("".join(f"{p.structure_index:06d} {p.exemplar_index:06d}\n" for p in pairs))
+    (root / "pairs.txt").write_text("".join(f"{p.structure_index:06d} m{p.exemplar_index:06d}\n" for p in pairs))
     return root
 
 

@@ -1,6 +1,7 @@
 """Training: the loss falls, resume is exact, the CLI logs and checkpoints, missing weights stop it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def test_torchrun_two_ranks_share_one_queue(data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            str(WORKER), str(data), str(tmp_path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's matebit
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     q0 = torch.load(tmp_path / "queue-0.pt", weights_only=True)
     q1 = torch.load(tmp_path / "queue-1.pt", weights_only=True)
@@ -154,3 +156,46 @@ def test_progress_in_a_log_is_a_few_lines_not_one_per_step(data, tmp_path, capsy
     assert "\r" not in err
     assert 15 <= len(lines) <= 21, lines  # 40 steps: a line each 2 steps (5 %) ... not 40
     assert lines[-1].startswith("train: 40/40 steps (100%)") and "pixel" in lines[-1]
+
+
+NAN_WORKER = Path(__file__).with_name("ddp_nan_worker.py")
+
+
+def _run_group(cmd: list[str], timeout: float, env: dict) -> subprocess.CompletedProcess:
+    """subprocess.run that, on timeout, kills torchrun's workers too (they would hang on after the test)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(cmd[-4:])}: still running after {timeout} s (ranks waiting on each other)")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_nan_on_one_rank_is_decided_by_all_ranks_without_hanging(data, tmp_path, policy):
+    # Rank 1 alone gets a NaN loss at step 2. Decided per rank, rank 1 would skip (or leave) the backward that
+    # rank 0 runs, and rank 0 would wait in the gradient all-reduce forever: the timeout turns that into a failure.
+    port = {"skip": "29541", "stop": "29542"}[policy]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           str(NAN_WORKER), str(data), str(tmp_path), policy]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's matebit
+    res = _run_group(cmd, 180, env)
+    if policy == "skip":
+        assert res.returncode == 0, res.stderr[-3000:]
+        g0 = torch.load(tmp_path / "g-0.pt", weights_only=True)
+        g1 = torch.load(tmp_path / "g-1.pt", weights_only=True)
+        for k in g0:  # both skipped the same step, so both still hold the same weights
+            assert torch.isfinite(g0[k]).all()
+            torch.testing.assert_close(g0[k], g1[k], msg=k)
+        log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+        assert [r["skipped"] for r in log if "skipped" in r] == [0.0, 1.0, 0.0]
+    else:
+        assert res.returncode != 0
+        out = res.stdout + res.stderr
+        assert "rank 0: stopped: step 1: non-finite loss (on another rank)" in out, out[-3000:]
+        assert "rank 1: stopped: step 1: non-finite loss" in out, out[-3000:]
