@@ -22,6 +22,7 @@ from _common import header, measure, notes, print_table, write_json  # noqa: E40
 
 from matebit.models import fused  # noqa: E402
 from matebit.models.correspondence import (  # noqa: E402
+    Correspondence,
     centred_unit,
     masked_correspondence_chunked,
     masked_correspondence_reference,
@@ -30,7 +31,7 @@ from matebit.models.correspondence import (  # noqa: E402
 IMPLS = {
     "reference": lambda q, k, v, a: masked_correspondence_reference(q, k, v, a),
     "chunked": lambda q, k, v, a: masked_correspondence_chunked(q, k, v, a, chunk=1024),
-    "fused": lambda q, k, v, a: fused.masked_correspondence_fused(q, k, v, a),
+    "fused": lambda q, k, v, a: Correspondence(*fused.masked_correspondence_fused(q, k, v, a)),
 }
 
 

@@ -44,10 +44,11 @@ def switch(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def flops_per_image(cfg, size: int) -> float:
-    """FLOPs of one forward at batch 1 (matmuls and convolutions, as FlopCounterMode counts them)."""
-    model = MATEBITGenerator(cfg).eval()
-    x, y = inputs(cfg, 1, size, torch.device("cpu"), False)
+def flops_per_image(cfg, size: int, device: torch.device) -> float:
+    """FLOPs of one forward at batch 1 (matmuls and convolutions, as FlopCounterMode counts them), counted on the
+    benchmark's device (a 1024x1024 fp32 forward on a GPU host's CPU would take longer than the benchmark)."""
+    model = MATEBITGenerator(cfg).to(device).eval()
+    x, y = inputs(cfg, 1, size, device, False)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, y)
     return float(counter.get_total_flops())
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
             rows.append({**base, "note": f"skipped: {exc}"})
             continue
         if size not in flops_cache:
-            flops_cache[size] = flops_per_image(cfg, size)
+            flops_cache[size] = flops_per_image(cfg, size, device)
         model, ctx = speed.prepare_for_inference(
             MATEBITGenerator(cfg), device, precision, channels_last=switch(args.channels_last), bake=switch(args.bake),
             compile_mode=None if mode == "none" else mode, cast_weights=switch(args.cast_weights),

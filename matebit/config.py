@@ -73,9 +73,10 @@ class ModelConfig:
     d_scales: int = 2
     d_padding: int = 2  # of its 4x4 convolutions: pix2pixHD's 2, or the released code's 1
     # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies,
-    # i.e. on CUDA from `fused_min_tokens` query tokens up (4096 = a 512x512 input; to be tuned on a GPU).
+    # i.e. on CUDA from `fused_min_tokens` query tokens up (32768: above 1024x1024, where the matrix form stops being
+    # the better choice; measured on an H200, see models/fused.py).
     attention_impl: Literal["auto", "reference", "fused"] = "auto"
-    fused_min_tokens: int = 4096
+    fused_min_tokens: int = 32768
 
     def __post_init__(self) -> None:
         _check_types(self)
