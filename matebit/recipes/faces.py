@@ -325,6 +325,10 @@ def _square(image):
     return image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
 
 
+# (left, top, right, bottom) of skimage.data.astronaut() (512x512): her head and shoulders, chosen by eye.
+ASTRONAUT_HEAD_AND_SHOULDERS = (46, 0, 406, 360)
+
+
 def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str = FACE_MODEL,
                device: str = "auto") -> dict[str, Path]:
     """Translate scikit-image's astronaut (public domain, NASA) into the style of `exemplar` with a face model:
@@ -363,8 +367,14 @@ def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str =
 
     from matebit.io import open_image
 
-    photo = _square(Image.fromarray(skdata.astronaut()))
-    ex = _square(open_image(exemplar).convert("RGB")).resize((size, size), Image.LANCZOS)
+    # Framed as the training portraits are (head and shoulders, the head about a third of the width, its top near
+    # the top edge): a centre square of the astronaut photo is half flag and shuttle, far from the studio set.
+    photo = Image.fromarray(skdata.astronaut()).crop(ASTRONAUT_HEAD_AND_SHOULDERS)
+    ex_image = open_image(exemplar).convert("RGB")
+    # Portraits taller than wide keep their top square (the head), as grace_hopper.jpg needs; others the centre.
+    ex_image = ex_image.crop((0, 0, ex_image.width, ex_image.width)) if ex_image.height > ex_image.width else \
+        _square(ex_image)
+    ex = ex_image.resize((size, size), Image.LANCZOS)
     structure = face_structure(photo, size, "hed", hed_size).convert("RGB")
     result = translator(structure, ex, return_aux=True)
     out = Path(out)
