@@ -54,7 +54,9 @@ def _sniff(path: Path) -> None:
         raise CheckpointError(f"{path}: is a folder, expected a safetensors file") from None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    # A safetensors header is JSON from byte 8 on; only without that can the first bytes be a zip ("PK") or a pickle
+    # (0x80): an 8-byte header length whose low byte is 0x80 (or whose low bytes read "PK") is legitimate.
+    if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise CheckpointError(f"{path}: is a pickle/zip file (torch.save format), not safetensors; "
                               f"matebit never unpickles weights")
     if len(head) < 9:

@@ -183,3 +183,27 @@ def test_folder_errors_name_the_file(saved, tmp_path, case, pattern):
     with pytest.raises(CheckpointError, match=pattern) as info:
         load_pretrained(folder)
     assert isinstance(info.value, InputError) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("low_bytes", [b"\x80", b"PK"])
+def test_a_header_length_that_starts_like_a_pickle_or_zip_is_still_safetensors(tmp_path, low_bytes):
+    # The first 8 bytes of a safetensors file are its header length: one whose low byte is 0x80, or whose low two
+    # bytes read "PK", is legitimate (it happened to a training checkpoint) and must load.
+    from safetensors.torch import save_file
+
+    from matebit.checkpoint import load_tensors
+
+    target = int.from_bytes(low_bytes.ljust(2, b"\x00")[: len(low_bytes)], "little")
+    modulus = 256 ** len(low_bytes)
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.ones(2)}, str(path), metadata={"pad": ""})
+    start = (target - int.from_bytes(path.read_bytes()[:8], "little")) % modulus  # one pad char = one header byte
+    for pad in range(max(start - 8, 0), start + 16):  # (the header is padded to a multiple of 8)
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        head = path.read_bytes()[:8]
+        if head[: len(low_bytes)] == low_bytes:
+            break
+    else:
+        pytest.fail("no padding gave the wanted header length")
+    tensors, _ = load_tensors(path)
+    assert torch.equal(tensors["w"], torch.ones(2))
