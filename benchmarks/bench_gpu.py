@@ -32,7 +32,7 @@ PEAK_BF16 = 790e12  # measured dense bf16 matmul rate of an H100/H200 (shared/be
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The plan: (name, argv, time limit in s, what it is for). `{py}` is this Python, `{steps}` the step JSON folder.
+# The plan: (name, argv, time limit in s). The released generator's steps run in .anchor/ (its imports are relative).
 
 
 def plan(tiny: bool) -> list[dict]:
@@ -44,9 +44,9 @@ def plan(tiny: bool) -> list[dict]:
             step("fused-tests", [py, "-m", "pytest", "-q", "-rs", "tests/models/test_fused.py"], 300),
             step("inference-256-eager", [py, "benchmarks/bench_inference.py", *inf, "--compile", "none",
                                          "--name", "inference-256-eager"], 300),
-            step("released-inference", [py, ".anchor/time_released.py", "--device", "cpu", "--batches", "1",
+            step("released-inference", [py, "time_released.py", "--device", "cpu", "--batches", "1",
                                         "--runs", "1", "--warmup", "0"], 300, needs_anchor=True, json_flag=True),
-            step("released-backward", [py, ".anchor/time_released.py", "--device", "cpu", "--batches", "1",
+            step("released-backward", [py, "time_released.py", "--device", "cpu", "--batches", "1",
                                        "--runs", "1", "--warmup", "0", "--backward"], 300, needs_anchor=True,
                  json_flag=True),
             step("generator-backward", [py, "benchmarks/bench_gpu.py", "--section", "generator-backward", "--tiny"],
@@ -73,9 +73,9 @@ def plan(tiny: bool) -> list[dict]:
                                      "--attention", "reference", "--warmup", "10", "--runs", "30",
                                      "--name", "inference-256-eager"], 75),
         # 4. the released generator in the same run (its README's AMP, and fp32).
-        step("released-inference", [py, ".anchor/time_released.py", "--device", "cuda", "--batches", "1", "8", "64",
+        step("released-inference", [py, "time_released.py", "--device", "cuda", "--batches", "1", "8", "64",
                                     "--amp"], 60, needs_anchor=True, json_flag=True),
-        step("released-backward", [py, ".anchor/time_released.py", "--device", "cuda", "--batches", "8", "--amp",
+        step("released-backward", [py, "time_released.py", "--device", "cuda", "--batches", "8", "--amp",
                                    "--backward"], 45, needs_anchor=True, json_flag=True),
         step("generator-backward", [py, "benchmarks/bench_gpu.py", "--section", "generator-backward"], 45,
              section=True),
@@ -83,7 +83,7 @@ def plan(tiny: bool) -> list[dict]:
         step("train-256", [py, "benchmarks/bench_train.py", "--device", "cuda", "--sizes", "256", "--batches", "16",
                            "--warmup", "3", "--runs", "8"], 75),
         step("train-512", [py, "benchmarks/bench_train.py", "--device", "cuda", "--sizes", "512", "--batches", "8",
-                           "--warmup", "2", "--runs", "4", "--out", "{steps}/train-512"], 90),
+                           "--warmup", "2", "--runs", "4"], 90),
         # 2b. large inputs: 512 and 1024 at batch 1, bf16, matrix vs fused correspondence, peak memory.
         step("inference-large", [py, "benchmarks/bench_inference.py", "--device", "cuda", "--sizes", "512", "1024",
                                  "--batches", "1", "--precisions", "bf16", "--compile", "none", "--attention",
@@ -198,7 +198,7 @@ def run_step(s: dict, steps_dir: Path, remaining: float) -> dict:
     limit = min(s["limit"], remaining)
     if limit < 15:
         return {**rec, "status": "not run", "why": f"budget spent ({remaining:.0f} s left)"}
-    argv = [a.replace("{steps}", str(steps_dir)) for a in s["argv"]]
+    argv = list(s["argv"])
     out_json = steps_dir / f"{s['name']}.json"
     if s["json_flag"]:
         argv += ["--json", str(out_json)]
@@ -211,8 +211,6 @@ def run_step(s: dict, steps_dir: Path, remaining: float) -> dict:
     t0 = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cwd = ANCHOR if s["needs_anchor"] else ROOT
-    if s["needs_anchor"]:
-        argv = [a.replace(".anchor/", "") for a in argv]
     try:
         p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=limit,
                            start_new_session=True)
