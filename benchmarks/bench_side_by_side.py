@@ -133,8 +133,9 @@ def matebit_rows(preset: str, device: torch.device, compile_modes: list[str], on
         variants = [("defaults", {})]
         for key, value in defaults.items():
             if (key == "cast_weights" and dtype == torch.float32) or (
-                    key == "winograd" and (dtype != torch.float32 or device.type != "cpu")):
-                continue  # no effect here (Winograd is NNPACK: fp32 on CPU, and only for baked layers)
+                    key == "winograd" and (dtype != torch.float32 or device.type != "cpu"
+                                           or torch.get_num_threads() > speed.WINOGRAD_MAX_THREADS)):
+                continue  # no effect here (Winograd is NNPACK: fp32 on CPU, 1 thread, only for baked layers)
             variants.append((f"{key} {'off' if value else 'on'}", {key: not value}))
         # prepare_for_inference leaves Winograd off under compile (Inductor packs its own convolutions).
         no_wino = {"winograd": False} if defaults.get("winograd") else {}

@@ -19,8 +19,9 @@
 |                       |                                           | turns NHWC back into NCHW, two copies per conv       |
 | bake_weights          | on for inference                          | spectral norm re-divides every weight by sigma on    |
 |                       |                                           | every call; inference can do it once                 |
-| winograd              | on for fp32 on CPU (NNPACK)               | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
-|                       |                                           | 3x3): fewer multiplies, outputs move by ~2e-4        |
+| winograd              | on for fp32 on CPU (NNPACK), used while   | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
+|                       | torch runs 1 thread                       | 3x3): 1.5x faster at 1 thread, no gain at 2 (NNPACK  |
+|                       |                                           | does not scale); outputs move by ~2e-4               |
 | compile               | off (None)                                | minutes of compile time; "reduce-overhead" (CUDA     |
 |                       |                                           | graphs) pays at batch 1 on a GPU                     |
 
@@ -355,20 +356,28 @@ def nnpack_works() -> bool:
 # made small ones slower (8 to 32 channels at 8 to 64 pixels). Every 3x3 layer of the paper generator at 256x256
 # except the 3-channel ones is above it (0.6e9 to 2.4e9).
 WINOGRAD_MIN_MACS = 2**28
+# Above this many intra-op threads the layers take oneDNN. NNPACK's threadpool did not scale here: one 256-channel
+# 64x64 layer took 12-16 ms on 1 thread and the same on 2, and inside the paper generator at 2 threads its layers
+# took 1.15 s per image against 0.77 s at 1 thread (torch.profiler, 2 AMD EPYC cores), so the whole fp32 forward
+# was no faster than oneDNN's (1.85 against 1.71 s) while at 1 thread it was 1.6x faster (1.95 against 3.2 s).
+# Checked at every call: the thread governor changes the count while a job runs.
+WINOGRAD_MAX_THREADS = 1
 
 
 class WinogradConv2d(nn.Conv2d):
     """A 3x3 stride-1 Conv2d that runs through NNPACK's Winograd F(6x6, 3x3) for fp32 CPU inference.
 
     For the paper generator's shapes (64 to 512 channels, 16 to 256 pixels) one convolution took 1.3x to 3x less
-    time than oneDNN's direct fp32 one, and the whole generator 1.5x less (benchmarks/bench_side_by_side.py).
+    time than oneDNN's direct fp32 one at 1 thread, and the whole generator 1.5x less (bench_side_by_side.py
+    --threads 1).
     Winograd rounds differently: one convolution moves by ~6e-5 (oneDNN ~1e-6), the paper generator's output
-    image by up to ~2e-4 in [-1, 1]. Anything else (bf16, CUDA, autograd, small layers) takes the ordinary path.
+    image by up to ~2e-4 in [-1, 1]. Anything else (bf16, CUDA, autograd, small layers, more than
+    WINOGRAD_MAX_THREADS threads) takes the ordinary path.
     """
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (input.device.type != "cpu" or input.dtype != torch.float32 or weight.dtype != torch.float32
-                or input.dim() != 4 or torch.is_grad_enabled()
+                or input.dim() != 4 or torch.is_grad_enabled() or torch.get_num_threads() > WINOGRAD_MAX_THREADS
                 or weight.numel() * input.shape[0] * input.shape[2] * input.shape[3] < WINOGRAD_MIN_MACS):
             return super()._conv_forward(input, weight, bias)
         if self.padding_mode != "zeros":
