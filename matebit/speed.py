@@ -258,8 +258,9 @@ def resolve_precision(device: torch.device | str, precision: Precision = "auto")
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         if device.type == "cpu" and cpu_supports_bf16():
-            # Native bf16 (AMX / AVX512-BF16): a 256x256 paper-preset forward takes 0.50 s instead of 1.24 s on
-            # 2 idle cores (benchmarks/README.md), and the demo model's outputs move by 0.4/255 on average
+            # Native bf16 (AMX / AVX512-BF16): a 256x256 paper-preset forward takes 0.83 s instead of 1.64 s in
+            # fp32 on 2 idle AMD EPYC cores (AVX512-BF16; 0.50 against 1.24 s on an Intel Xeon with AMX,
+            # benchmarks/README.md), and the demo model's outputs move by 0.4/255 on average
             # (51 dB PSNR against fp32). Without native support bf16 is emulated and slower, so fp32 stays.
             return torch.bfloat16
         return torch.float32
