@@ -120,7 +120,7 @@ class Trainer:
         else:
             self.autocast = nullcontext
         self.objective = Objective(w, self.nets, self.discriminator, self.queue, self.use_style, self.device,
-                                   self.autocast, critic=self.d_side)
+                                   self.autocast, critic=self.d_side, networks_autocast=t.loss_networks_autocast)
 
     def lr_factor(self, step: int) -> float:
         t = self.cfg.train

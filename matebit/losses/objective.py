@@ -38,20 +38,27 @@ class Objective:
     `discriminator` is D itself, a fixed critic in the generator step; `critic` is what the discriminator step
     calls (D wrapped for DDP; D itself by default). `queue` holds the contrastive negatives (Eq. 7); its filling
     policy belongs to the training loop. `autocast()` gives the mixed-precision context the networks run in; the
-    loss networks always run in fp32, as released.
+    loss networks run in fp32, as released, unless `networks_autocast` runs them under `autocast()` too (a speed
+    option: train.loss_networks_autocast).
     """
 
     def __init__(self, cfg: LossConfig, nets: LossNetworks, discriminator: nn.Module, queue: StyleQueue | None,
                  use_style: bool, device: torch.device, autocast: Callable[[], ContextManager] = nullcontext,
-                 critic: nn.Module | None = None):
+                 critic: nn.Module | None = None, networks_autocast: bool = False):
         self.cfg, self.nets = cfg, nets
+        self.networks_autocast = networks_autocast
         self.discriminator, self.critic = discriminator, critic if critic is not None else discriminator
         self.queue, self.use_style = queue, use_style
         self.device, self.autocast = torch.device(device), autocast
 
+    def _network_precision(self) -> ContextManager:
+        """The context the loss networks run in: fp32 (autocast off), or the training autocast when asked."""
+        return self.autocast() if self.networks_autocast else torch.autocast(self.device.type, enabled=False)
+
     def _features(self, image: Tensor, grad: bool) -> dict[str, Tensor]:
-        with torch.autocast(self.device.type, enabled=False), (nullcontext() if grad else torch.no_grad()):
-            return self.nets.perceptual(image.float(), VGG_LAYERS)
+        with self._network_precision(), (nullcontext() if grad else torch.no_grad()):
+            feats = self.nets.perceptual(image.float(), VGG_LAYERS)
+        return {k: v.float() for k, v in feats.items()}  # the losses on them stay fp32
 
     def generator_loss(self, batch: dict[str, Tensor], outputs) -> tuple[dict[str, Tensor], Tensor]:
         """(each term, the weighted sum of Eq. 14) for G's outputs on `batch`.
@@ -88,8 +95,8 @@ class Objective:
             if w.vgg_feature_matching:
                 losses["vgg_feature_matching"] = vgg_feature_matching_loss(f_fake, f_real, sample_weight=self_ref)
         if w.structure:
-            with torch.autocast(self.device.type, enabled=False):
-                losses["structure"] = structure_loss(fake, x_b, self.nets.hed, self.nets.lpips)
+            with self._network_precision():
+                losses["structure"] = structure_loss(fake, x_b, self.nets.hed, self.nets.lpips).float()
         if w.adversarial or w.gan_feature_matching:
             self.discriminator.requires_grad_(False)  # D is a fixed critic in the G step
             with self.autocast():

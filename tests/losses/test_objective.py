@@ -45,3 +45,41 @@ def test_discriminator_hinge_loss_is_finite_and_reaches_d():
     loss = objective.discriminator_loss(batch, outputs[0].image)
     loss.backward()
     assert torch.isfinite(loss) and any(p.grad is not None for p in d.parameters())
+
+
+def _tiny_perceptual_net():
+    """A VGG-shaped stand-in: one convolution per named layer; records the dtype its convolutions compute in."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, padding=1) for _ in range(5))
+            self.seen: list[torch.dtype] = []
+
+        def forward(self, x, layers):
+            out = {}
+            for name, conv in zip(("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2"), self.convs):
+                x = torch.relu(conv(x))
+                self.seen.append(x.dtype)
+                out[name] = x
+            return {k: out[k] for k in layers}
+
+    return Net().requires_grad_(False)
+
+
+def test_loss_networks_run_in_fp32_unless_asked_to_follow_the_training_autocast():
+    cfg, d, queue, batch, outputs = _setup("loss.perceptual=1.0")
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    results = {}
+    for follow in (False, True):
+        nets = LossNetworks(perceptual=_tiny_perceptual_net())
+        objective = Objective(cfg.loss, nets, d, queue, use_style=False, device="cpu", autocast=bf16,
+                              networks_autocast=follow)
+        with torch.no_grad():
+            terms, _ = objective.generator_loss(batch, outputs)
+        results[follow] = (set(nets.perceptual.seen), terms["perceptual"])
+    assert results[False][0] == {torch.float32}  # as released: fp32 under AMP
+    assert results[True][0] == {torch.bfloat16}
+    assert results[True][1].dtype == torch.float32 and torch.isfinite(results[True][1])
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=0.05, atol=1e-3)
