@@ -181,12 +181,17 @@ def shipped_model(name: str) -> ShippedModel:
 
 def resolve_model(name_or_path: str | Path) -> Path:
     """The model folder meant: an existing path is that path; else a shipped model's name is its package folder;
-    else a CheckpointError that lists the shipped names. Never downloads."""
+    else a CheckpointError that lists the shipped names. Never downloads.
+
+    A shipped model's bare name also wins over a local folder of that name that is not a model folder (no
+    config.json): `matebit recipe faces --out runs/faces-hed-128` leaves such a run folder, and
+    `--model faces-hed-128` from `runs/` then meant the shipped model but failed on the run folder."""
     path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
     name = str(name_or_path)
-    if _NAME.match(name) and name in shipped_names():
+    shipped = _NAME.match(name) is not None and name in shipped_names()
+    if path.exists() and not (shipped and path.is_dir() and not (path / "config.json").is_file()):
+        return path
+    if shipped:
         return weights_root() / name
     raise CheckpointError(f"{name_or_path}: no such model folder, and no shipped model of that name "
                           f"({_names_text()}; `matebit models` lists them)")

@@ -3,6 +3,7 @@
 Nothing is written under matebit/weights/: the weights root is pointed at a temporary folder."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,13 +86,20 @@ def test_refusals(shipped_root, trained, tmp_path):
     W.export_model(folder, "x", overwrite=True)
 
 
-def test_resolve_model_paths_names_and_errors(shipped_root, trained, tmp_path):
+def test_resolve_model_paths_names_and_errors(shipped_root, trained, tmp_path, monkeypatch):
     folder, _ = trained
     assert W.resolve_model(folder) == folder  # an existing path wins
     with pytest.raises(CheckpointError, match="no such model folder.*ships no model yet"):
         W.resolve_model("tiny-test")
     W.export_model(folder, "tiny-test")
     assert W.resolve_model("tiny-test") == shipped_root / "tiny-test"
+    # A run folder of the same name in the working directory (no config.json) does not hide the shipped model;
+    # a real model folder of that name still wins, as any existing path does.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-test" / "run").mkdir(parents=True)
+    assert W.resolve_model("tiny-test") == shipped_root / "tiny-test"
+    (tmp_path / "tiny-test" / "config.json").write_text("{}")
+    assert W.resolve_model("tiny-test") == Path("tiny-test")
     with pytest.raises(CheckpointError, match=r"shipped: tiny-test") as err:
         Translator.from_pretrained("nope", device="cpu")
     assert "\n" not in str(err.value)
