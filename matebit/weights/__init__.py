@@ -189,7 +189,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     name = str(name_or_path)
     shipped = _NAME.match(name) is not None and name in shipped_names()
-    if path.exists() and not (shipped and path.is_dir() and not (path / "config.json").is_file()):
+    run_folder_of_that_name = shipped and path.is_dir() and not (path / "config.json").is_file()
+    if path.exists() and not run_folder_of_that_name:
         return path
     if shipped:
         return weights_root() / name

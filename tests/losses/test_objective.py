@@ -6,6 +6,7 @@ import torch
 
 from matebit.config import LossConfig, apply_overrides, experiment_preset
 from matebit.losses import LossNetworks, Objective, StyleQueue
+from matebit.losses.objective import VGG_LAYERS
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
 
@@ -54,12 +55,12 @@ def _tiny_perceptual_net():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, padding=1) for _ in range(5))
+            self.convs = nn.ModuleList(nn.Conv2d(3, 3, 3, padding=1) for _ in VGG_LAYERS)
             self.seen: list[torch.dtype] = []
 
         def forward(self, x, layers):
             out = {}
-            for name, conv in zip(("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2"), self.convs):
+            for name, conv in zip(VGG_LAYERS, self.convs):
                 x = torch.relu(conv(x))
                 self.seen.append(x.dtype)
                 out[name] = x
