@@ -21,7 +21,7 @@ import os
 import sys
 
 from matebit import __version__
-from matebit.errors import UserError, first_line
+from matebit.errors import Terminated, UserError, first_line
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.main(args) or 0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         print(f"matebit {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, never a bare traceback

@@ -16,7 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
-from matebit.errors import InputError, first_line
+from matebit.errors import InputError, Terminated, first_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
 
     speed.configure_cpu_threads(args.threads)  # then re-chosen while training (matebit.speed.ThreadGovernor)
     main_rank = True
-    # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C: the run lock is released on the way out.
+    # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C (exit 130): the run lock is released on the way out.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
@@ -132,4 +132,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated  # not KeyboardInterrupt: see matebit.errors.Terminated

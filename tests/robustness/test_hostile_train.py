@@ -152,6 +152,27 @@ def test_item03_sigterm_ends_a_run_and_releases_its_lock(data, tmp_path):
     assert not (tmp_path / "run" / ".lock").exists()
 
 
+def test_item03_sigterm_raises_terminated_not_keyboardinterrupt_and_the_cli_exits_130(monkeypatch, capsys):
+    # A KeyboardInterrupt raised by the handler inside a lazily imported dataclass's exec made CPython end the
+    # process by SIGINT (-2) after the CLI had returned 130 (matebit.errors.Terminated); the handler must raise
+    # the other class, and the CLI must map it to 130 like Ctrl-C.
+    import signal
+
+    import matebit.commands.train as train_command
+    from matebit.errors import Terminated
+
+    with pytest.raises(Terminated) as raised:
+        train_command._interrupt(signal.SIGTERM, None)
+    assert not isinstance(raised.value, KeyboardInterrupt)
+
+    def stopped(args):
+        raise Terminated
+
+    monkeypatch.setattr(train_command, "main", stopped)
+    assert run(["train", "--data", "d", "--out", "o"]) == 130
+    assert capsys.readouterr().err.strip() == "matebit train: interrupted"
+
+
 def test_item09_a_run_folder_on_a_read_only_file_system_is_one_line(data, tmp_path, capsys, monkeypatch):
     import errno
 
