@@ -106,6 +106,12 @@ class Trainer:
             self.g_side = nn.parallel.DistributedDataParallel(self.g_side, device_ids=ids)
             self.d_side = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
         t = cfg.train
+        if t.compile:
+            # The G side (G, E_B on the target, the style encoder) and D as compiled graphs; the loss networks and
+            # the optimisers stay eager. Weights are shared with self.generator / self.discriminator, which is what
+            # checkpoints save.
+            self.g_side = torch.compile(self.g_side)
+            self.d_side = torch.compile(self.d_side)
         fused = self.device.type == "cuda"  # one kernel per optimizer step on GPU
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), fused=fused)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2),

@@ -199,3 +199,17 @@ def test_a_nan_on_one_rank_is_decided_by_all_ranks_without_hanging(data, tmp_pat
         out = res.stdout + res.stderr
         assert "rank 0: stopped: step 1: non-finite loss (on another rank)" in out, out[-3000:]
         assert "rank 1: stopped: step 1: non-finite loss" in out, out[-3000:]
+
+
+def test_train_compile_runs_the_generator_side_and_the_critic_compiled_over_the_saved_modules():
+    # train.compile was a config key that nothing read; now it compiles the G side and D (the loss networks and the
+    # optimisers stay eager) while checkpoints keep saving the plain modules, whose weights the compiled ones share.
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    compiled = Trainer(tiny("train.compile=true"))
+    assert isinstance(compiled.g_side, OptimizedModule) and isinstance(compiled.d_side, OptimizedModule)
+    assert compiled.g_side._orig_mod.generator is compiled.generator
+    assert compiled.d_side._orig_mod is compiled.discriminator
+    assert compiled.objective.critic is compiled.d_side
+    plain = Trainer(tiny())
+    assert not isinstance(plain.g_side, OptimizedModule) and plain.d_side is plain.discriminator
