@@ -191,7 +191,8 @@ class TrainConfig:
     warp_shift: float = 0.05
     nan_policy: Literal["stop", "skip"] = "stop"
     # torch.compile the G side and D for training (matebit.train.Trainer). On 2 CPU cores the demo's step went from
-    # 298 to 213 ms (1.40x, benchmarks/bench_train.py) after about 3.5 min of compiling: a loss for a 1300-step demo.
+    # 298 to 213 ms (1.40x, benchmarks/bench_train.py) after about 3.5 min of compiling: a loss for a 1300-step demo;
+    # the face step (bf16, loss network under autocast) gained nothing (2.29 against 2.22 s).
     compile: bool = False
 
     def __post_init__(self) -> None:
