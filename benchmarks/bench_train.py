@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import header, measure, notes, print_table, write_json  # noqa: E402
 
 from matebit.config import apply_overrides, experiment_preset  # noqa: E402
+from matebit.data.warp import WarpConfig, warp_grid  # noqa: E402
 
 
 def stand_in_networks(cfg, device):
@@ -57,6 +58,8 @@ def random_batch(cfg, batch: int, size: int, device):
         "exemplar": (torch.rand(batch, m.image_channels, size, size, generator=g) * 2 - 1).to(device),
         "image": (torch.rand(batch, m.image_channels, size, size, generator=g) * 2 - 1).to(device),
         "self_ref": (torch.rand(batch, generator=g) < 0.5).to(device),
+        # The demo recipe's loss.match reads the self-exemplar warp's grid (random here like everything else).
+        "warp_grid": warp_grid(batch, size, size, g, WarpConfig()).float().to(device),
     }
 
 

@@ -70,13 +70,13 @@ class GeneratorSide(nn.Module):
     Returns the generator output, E_B(x_B) for the alignment loss and z(x̂_B) for the contrastive loss.
     """
 
-    def __init__(self, generator: MATEBITGenerator, need_align: bool, need_style: bool):
+    def __init__(self, generator: MATEBITGenerator, need_align: bool, need_style: bool, need_rows: bool = False):
         super().__init__()
         self.generator = generator
-        self.need_align, self.need_style = need_align, need_style
+        self.need_align, self.need_style, self.need_rows = need_align, need_style, need_rows
 
     def forward(self, structure: Tensor, exemplar: Tensor, target: Tensor):
-        out = self.generator(structure, exemplar)
+        out = self.generator(structure, exemplar, with_rows=self.need_rows)
         feats_b = self.generator.encode_exemplar(target)[0] if self.need_align else None
         z_fake = self.generator.encode_style(out.image) if self.need_style else None
         return out, feats_b, z_fake
@@ -99,7 +99,8 @@ class Trainer:
         self.discriminator = MultiscaleDiscriminator(cfg.model).to(self.device)
         self.queue = StyleQueue(cfg.model.style_dim, w.queue_size).to(self.device)
         self.use_style = bool(w.style) and cfg.model.global_style
-        self.g_side = GeneratorSide(self.generator, bool(w.align), self.use_style)
+        self.g_side = GeneratorSide(self.generator, bool(w.align), self.use_style,
+                                    need_rows=bool(w.match) and cfg.model.n_mat_blocks > 0)
         self.d_side = self.discriminator
         if dist.is_initialized():
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -10,7 +10,9 @@ Layout under `root`:
 
 A training item takes, with probability `exemplar_rate`, a random exemplar from the stem's pairs line
 (s = 0), else a geometrically warped copy of x_B itself (s = 1, see warp.py). Validation is deterministic:
-the first listed exemplar, else a warp with a fixed seed per stem.
+the first listed exemplar, else a warp with a fixed seed per stem. A self-exemplar's item carries the warp's
+sampling grid (`warp_grid`, (H, W, 2): where each exemplar pixel came from in x_B), the exact correspondence
+that `loss.match` learns from; other exemplars carry a NaN grid.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
                 ex_stem, exemplar, self_ref = refs[0], self.load_exemplar(refs[0]), False
             else:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(stem.encode()))
-                ex_stem, exemplar, self_ref = stem, random_warp(image, g, cfg.warp), True
+                ex_stem, (exemplar, grid), self_ref = stem, random_warp(image, g, cfg.warp, return_grid=True), True
         else:
             g = generator if generator is not None else torch.Generator().manual_seed(index)
             r = torch.rand(4, generator=g)  # fixed draw order: flip pair, use pairs, which ref, flip ref
@@ -262,8 +264,10 @@ class PairedFolderDataset(torch.utils.data.Dataset):
                 if cfg.flip and r[3] < 0.5:
                     exemplar = exemplar.flip(-1)
             else:
-                ex_stem, exemplar, self_ref = stem, random_warp(image, g, cfg.warp), True
-        return {"structure": structure, "image": image, "exemplar": exemplar,
+                ex_stem, (exemplar, grid), self_ref = stem, random_warp(image, g, cfg.warp, return_grid=True), True
+        if not self_ref:  # another image: no known correspondence (NaN, so that no loss can use it by mistake)
+            grid = torch.full((*image.shape[-2:], 2), float("nan"))
+        return {"structure": structure, "image": image, "exemplar": exemplar, "warp_grid": grid.float(),
                 "self_ref": torch.tensor(self_ref), "stem": stem, "exemplar_stem": ex_stem}
 
     def verify(self, skip_bad: bool = False, progress=None) -> list[tuple[Path, str]]:

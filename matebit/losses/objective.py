@@ -7,7 +7,7 @@ its weight in `LossConfig`, so the sum takes every weight from the config:
     paper (Sec. 3.2, 3.4)   style (Eq. 7), align (8), corr (9), perceptual (10), contextual (11), structure (12),
                             adversarial (13)
     released recipe extras  gan_feature_matching, vgg_feature_matching, gram_style
-    CPU demo                pixel (L1 to the target, standing in for the VGG terms)
+    CPU demo                pixel (L1 to the target, standing in for the VGG terms), match (self-warp matching)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matebit.config import LossConfig
 
 from .adversarial import d_hinge_loss, feature_matching_loss, g_hinge_loss
 from .contrastive import StyleQueue, in_batch_negatives, info_nce
-from .correspondence import align_loss, corr_loss
+from .correspondence import align_loss, corr_loss, match_loss
 from .gram import gram_style_loss
 from .networks import LossNetworks
 from .perceptual import contextual_loss_multi, perceptual_loss, vgg_feature_matching_loss
@@ -78,6 +78,11 @@ class Objective:
             # Only a self-reference exemplar can be warped into the target; pairs-file exemplars show
             # another image (the released code restricts this term the same way).
             losses["corr"] = corr_loss([x.float() for x in out.warped], x_b, sample_weight=self_ref)
+        if w.match and out.warped:
+            if not out.rows:
+                raise ValueError("loss.match needs every block's attention rows: run G with with_rows=True")
+            losses["match"] = match_loss([r.float() for r in out.rows], batch["warp_grid"], out.warped[0].shape[-2:],
+                                         sample_weight=self_ref)
         if w.pixel:
             losses["pixel"] = (fake - x_b).abs().mean()
         if self.nets.perceptual is not None:

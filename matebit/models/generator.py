@@ -46,6 +46,9 @@ class GeneratorOutput:
     uncor_weight: list[Tensor] = field(default_factory=list)  # per block, (B, 1, H/8, W/8) in [0, 1]
     z: Tensor | None = None  # (B, style_dim) global style code of the exemplar
     structure_features: list[Tensor] = field(default_factory=list)  # E_A(x_A), unit-normalised, fine to coarse
+    # Per block, the attention rows it aggregates with for every query token, (B, N, M); filled only by
+    # `forward(..., with_rows=True)` (training's `loss.match`), empty otherwise.
+    rows: list[Tensor] = field(default_factory=list)
 
 
 RowKind = Literal["used", "masked", "full"]
@@ -220,9 +223,14 @@ class MATEBITGenerator(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------------------
 
-    def forward(self, structure: Tensor, exemplar: Tensor) -> GeneratorOutput:
-        """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]."""
-        return self._run(structure, exemplar)
+    def forward(self, structure: Tensor, exemplar: Tensor, with_rows: bool = False) -> GeneratorOutput:
+        """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]. `with_rows` also returns
+        every block's attention rows for all query tokens (`GeneratorOutput.rows`, differentiable)."""
+        if not with_rows:
+            return self._run(structure, exemplar)
+        probe = self.probe_correspondence(structure, exemplar)
+        probe.output.rows = [block["used"] for block in probe.blocks]
+        return probe.output
 
     def probe_correspondence(self, structure: Tensor, exemplar: Tensor,
                              query_index: Tensor | None = None) -> CorrespondenceProbe:

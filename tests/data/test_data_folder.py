@@ -191,3 +191,17 @@ def test_config_validation():
     with pytest.raises(ValueError, match="exemplar_rate"):
         DataConfig(exemplar_rate=1.5)
     assert DataConfig(size=[24, 32]).hw == (24, 32)
+
+
+def test_a_self_exemplar_carries_the_grid_it_was_warped_with_and_a_pairs_exemplar_a_nan_grid(syn):
+    import torch.nn.functional as F
+
+    warped = PairedFolderDataset(DataConfig(root=str(syn), size=32, exemplar_rate=0.0), "train")
+    for i in range(3):
+        it = warped.get(i, torch.Generator().manual_seed(i))
+        assert it["warp_grid"].shape == (32, 32, 2)
+        again = F.grid_sample(it["image"][None], it["warp_grid"][None], mode="bilinear", padding_mode="reflection",
+                              align_corners=False)[0]
+        assert torch.allclose(again, it["exemplar"], atol=1e-5)  # loss.match learns from exactly this map
+    other = PairedFolderDataset(DataConfig(root=str(syn), size=32, exemplar_rate=1.0), "train")
+    assert torch.isnan(other.get(0, torch.Generator().manual_seed(0))["warp_grid"]).all()

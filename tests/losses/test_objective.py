@@ -5,6 +5,7 @@ import dataclasses
 import torch
 
 from matebit.config import LossConfig, apply_overrides, experiment_preset
+from matebit.data.warp import WarpConfig, warp_grid
 from matebit.losses import LossNetworks, Objective, StyleQueue
 from matebit.losses.objective import VGG_LAYERS
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
@@ -16,9 +17,11 @@ def _setup(*overrides):
     # eval(): spectral norm's power iteration would otherwise move D between the two calls compared below
     g, d = MATEBITGenerator(cfg.model), MultiscaleDiscriminator(cfg.model).eval()
     queue = StyleQueue(cfg.model.style_dim, cfg.loss.queue_size)
+    grid = warp_grid(2, 32, 32, torch.Generator().manual_seed(0), WarpConfig(flip=0.0))
+    grid[1] = float("nan")  # sample 1's exemplar is another image: no known correspondence
     batch = {"structure": torch.rand(2, 3, 32, 32), "exemplar": torch.rand(2, 3, 32, 32) * 2 - 1,
-             "image": torch.rand(2, 3, 32, 32) * 2 - 1, "self_ref": torch.tensor([True, False])}
-    out = g(batch["structure"], batch["exemplar"])
+             "image": torch.rand(2, 3, 32, 32) * 2 - 1, "self_ref": torch.tensor([True, False]), "warp_grid": grid}
+    out = g(batch["structure"], batch["exemplar"], with_rows=cfg.loss.match > 0)
     outputs = (out, g.encode_exemplar(batch["image"])[0], g.encode_style(out.image))
     return cfg, d, queue, batch, outputs
 
@@ -29,7 +32,7 @@ def test_total_is_the_sum_of_terms_weighted_by_their_config_fields():
     with torch.no_grad():
         terms, total = objective.generator_loss(batch, outputs)
     fields = {f.name for f in dataclasses.fields(LossConfig)}
-    assert set(terms) == {"align", "corr", "pixel", "adversarial", "gan_feature_matching", "style"}
+    assert set(terms) == {"align", "corr", "match", "pixel", "adversarial", "gan_feature_matching", "style"}
     assert set(terms) <= fields
     expected = sum(getattr(cfg.loss, k) * v for k, v in terms.items())
     torch.testing.assert_close(total, expected)

@@ -32,7 +32,8 @@ def tiny(*extra):
 def fixed_batch(root, n=4):
     ds = PairedFolderDataset(DataConfig(root=str(root), size=32, exemplar_rate=0.0), "train")
     items = [ds.get(i, torch.Generator().manual_seed(i)) for i in range(n)]
-    return {k: torch.stack([it[k] for it in items]) for k in ("structure", "image", "exemplar", "self_ref")}
+    return {k: torch.stack([it[k] for it in items]) for k in ("structure", "image", "exemplar", "self_ref",
+                                                              "warp_grid")}
 
 
 def test_loss_of_a_fixed_batch_falls_by_half(data):
@@ -213,3 +214,24 @@ def test_train_compile_runs_the_generator_side_and_the_critic_compiled_over_the_
     assert compiled.objective.critic is compiled.d_side
     plain = Trainer(tiny())
     assert not isinstance(plain.g_side, OptimizedModule) and plain.d_side is plain.discriminator
+
+
+def test_loss_match_trains_the_attention_toward_the_warp_and_reaches_the_query_projection(data):
+    # loss.match (not in the paper): the G side returns every block's attention rows, the objective scores them
+    # against the self-warp's grid, and the gradient reaches the blocks' query projection.
+    torch.manual_seed(0)
+    trainer = Trainer(tiny("loss.match=1.0"))
+    ds = PairedFolderDataset(DataConfig(root=str(data), size=32, exemplar_rate=0.0), "train")
+    items = [ds.get(i, torch.Generator().manual_seed(i)) for i in range(4)]
+    batch = {k: torch.stack([it[k] for it in items]) for k in ("structure", "image", "exemplar", "self_ref",
+                                                                 "warp_grid")}
+    losses, total, (out, _) = trainer.generator_losses(batch)
+    assert len(out.rows) == trainer.cfg.model.n_mat_blocks and out.rows[0].shape == (4, 16, 16)
+    assert torch.isfinite(losses["match"]) and losses["match"] > 0
+    trainer.generator.zero_grad()
+    losses["match"].backward()
+    grads = [p.grad for p in trainer.generator.blocks[0].to_q.parameters()]  # spectral norm: weight.original
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    plain = Trainer(tiny("loss.match=0"))
+    _, _, (out_plain, _) = plain.generator_losses(batch)
+    assert out_plain.rows == [] and "match" not in plain.generator_losses(batch)[0]
