@@ -129,10 +129,10 @@ class LossConfig:
     # Not in the paper or the released code: L1 to the target in pixels. Only the CPU demo uses it, because
     # it cannot load VGG19 offline and must learn in minutes.
     pixel: float = 0.0
-    # Not in the paper or the released code: cross-entropy of the MAT blocks' attention rows against the token a
-    # self-exemplar's warp moved each structure token to (losses/correspondence.py: match_loss). Self-supervised
-    # (the warp is drawn by the data pipeline); the demo uses it because Eq. 9 alone does not learn matching in
-    # its minutes of training (README, "Two commands").
+    # Not in the paper or the released code: cross-entropy of the MAT blocks' unmasked attention rows against the
+    # token a self-exemplar's warp moved each structure token to (losses/correspondence.py: match_loss).
+    # Self-supervised (the warp is drawn by the data pipeline); the demo uses it because Eq. 9 alone does not learn
+    # matching in its minutes of training (README, "Two commands").
     match: float = 0.0
     perceptual_kind: Literal["l1", "mse"] = "l1"  # Eq. 10 says L1; the released code uses MSE
     contextual_form: Literal["paper", "official"] = "paper"

@@ -4,8 +4,8 @@
     matebit demo --out my-demo --steps 100
 
 Everything runs offline on the CPU. The loss is the `demo` recipe (pixel L1 + correspondence + alignment +
-contrastive style + a small adversarial term): no pretrained VGG19 can be loaded without a download, so the
-report says the numbers are not the paper's setting.
+contrastive style + a small adversarial term + self-warp matching, which is not in the paper): no pretrained VGG19
+can be loaded without a download, so the report says the numbers are not the paper's setting.
 """
 
 from __future__ import annotations
@@ -273,8 +273,10 @@ def write_report(out: Path, results, rows: dict, settings: DemoSettings, cfg: Ex
     svg = _loss_svg(log_path) if log_path else ""
     setup = (f"<h2>Run</h2><p>Preset <b>{html.escape(cfg.preset)}</b>, {t.steps} steps × batch {t.batch_size} at "
              f"{t.image_size} px on {settings.n_train} synthetic faces, loss recipe <b>{cfg.loss.recipe}</b> "
-             f"(pixel L1 stands in for the VGG19 losses, which need pretrained weights; not the paper's "
-             f"setting). Times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ".</p>" + svg +
+             f"(pixel L1 stands in for the VGG19 losses, which need pretrained weights"
+             + (f"; self-warp matching, weight {cfg.loss.match:g}, is not in the paper" if cfg.loss.match else "")
+             + "; not the paper's setting). Times: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ".</p>" + svg +
              "<details><summary>config</summary><pre>" + html.escape(json.dumps(to_dict(cfg), indent=1)) +
              "</pre></details>")
     page = ("<!doctype html><html><head><meta charset=utf-8><title>MATEBIT demo report</title>"

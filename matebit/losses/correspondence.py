@@ -70,8 +70,8 @@ def warp_match_targets(grid: Tensor, token_hw: tuple[int, int]) -> tuple[Tensor,
 
 def match_loss(rows: Tensor | Sequence[Tensor], grid: Tensor, token_hw: tuple[int, int],
                sample_weight: Tensor | None = None) -> Tensor:
-    """Not in the paper: cross-entropy of each block's attention rows (B, N, M) against the token the self-warp
-    moved each structure token to (`warp_match_targets`), averaged over valid queries and blocks.
+    """Not in the paper: cross-entropy of each block's unmasked attention rows (B, N, M) against the token the
+    self-warp moved each structure token to (`warp_match_targets`), averaged over valid queries and blocks.
 
     The exemplar's warp is drawn by the training pipeline itself, so this is self-supervised: no labels, any data.
     Eq. 9 only asks the warped colours to match, which flat regions satisfy with any token of the region.

@@ -46,8 +46,8 @@ class GeneratorOutput:
     uncor_weight: list[Tensor] = field(default_factory=list)  # per block, (B, 1, H/8, W/8) in [0, 1]
     z: Tensor | None = None  # (B, style_dim) global style code of the exemplar
     structure_features: list[Tensor] = field(default_factory=list)  # E_A(x_A), unit-normalised, fine to coarse
-    # Per block, the attention rows it aggregates with for every query token, (B, N, M); filled only by
-    # `forward(..., with_rows=True)` (training's `loss.match`), empty otherwise.
+    # Per block, the unmasked attention rows ("full": softmax over every key's score) of every query token,
+    # (B, N, M); filled only by `forward(..., with_rows=True)` (training's `loss.match`), empty otherwise.
     rows: list[Tensor] = field(default_factory=list)
 
 
@@ -225,11 +225,15 @@ class MATEBITGenerator(nn.Module):
 
     def forward(self, structure: Tensor, exemplar: Tensor, with_rows: bool = False) -> GeneratorOutput:
         """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]. `with_rows` also returns
-        every block's attention rows for all query tokens (`GeneratorOutput.rows`, differentiable)."""
+        every block's unmasked attention rows for all query tokens (`GeneratorOutput.rows`, differentiable)."""
         if not with_rows:
             return self._run(structure, exemplar)
         probe = self.probe_correspondence(structure, exemplar)
-        probe.output.rows = [block["used"] for block in probe.blocks]
+        # The unmasked rows: below 0 the ReLU mask passes no gradient, and a demo seed whose cosines all fell
+        # below 0 early stayed at the uniform row's loss for its whole run when the term used the masked rows.
+        # Every block kind has them (the cosine's softmax, or the released block's dot-product softmax), so the
+        # term is the same for the masked model and its ablations; masked and full rows share their argmax.
+        probe.output.rows = [block["full"] for block in probe.blocks]
         return probe.output
 
     def probe_correspondence(self, structure: Tensor, exemplar: Tensor,
