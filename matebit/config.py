@@ -407,8 +407,8 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
                      negatives="exemplars", normalize_style_codes=False),
     # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
     # pixel L1 stands in for them (stated wherever the demo reports results).
-    # `match` (self-warp matching, not in the paper): without it no demo model beat the identity map on PCK in
-    # its 1300 steps; with it, one seed went from 0.155 to 0.251 at PCK@0.05 (README, "Two commands").
+    # `match` (self-warp matching, not in the paper): without it no demo model beat the identity map on PCK
+    # (0.124 +- 0.008 at PCK@0.05 against 0.153); with it and the stronger warp, 0.287 +- 0.005 (3 seeds, README).
     "demo": dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
                  early_steps=200, queue_size=256, match=1.0),
     # Real portraits on 2 CPU cores: the demo's terms plus Eq. 10's perceptual term on the HED network's VGG16
@@ -438,7 +438,7 @@ def experiment_preset(name: str) -> ExperimentConfig:
         # Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
         # learns almost nothing in the few minutes it has (matebit demo). The self-exemplar warp is as strong as
         # the benchmark's moved exemplars (20 degrees, zoom 20%, shift 10%): with loss.match, one seed scored
-        # PCK@0.05 0.290 against 0.251 with the default warp (README).
+        # PCK@0.05 0.290 against 0.251 with the default warp (README, "Two commands").
         loss, train = LOSS_PRESETS["demo"], dict(image_size=64, batch_size=8, steps=1300, decay_start=866,
                                                   checkpoint_every=1300, log_every=20, image_every=325,
                                                   lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=20.0,
