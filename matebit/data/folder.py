@@ -267,7 +267,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
                 ex_stem, (exemplar, grid), self_ref = stem, random_warp(image, g, cfg.warp, return_grid=True), True
         if not self_ref:  # another image: no known correspondence (NaN, so that no loss can use it by mistake)
             grid = torch.full((*image.shape[-2:], 2), float("nan"))
-        return {"structure": structure, "image": image, "exemplar": exemplar, "warp_grid": grid.float(),
+        return {"structure": structure, "image": image, "exemplar": exemplar, "warp_grid": grid,
                 "self_ref": torch.tensor(self_ref), "stem": stem, "exemplar_stem": ex_stem}
 
     def verify(self, skip_bad: bool = False, progress=None) -> list[tuple[Path, str]]:

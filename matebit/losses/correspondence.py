@@ -55,13 +55,12 @@ def warp_match_targets(grid: Tensor, token_hw: tuple[int, int]) -> tuple[Tensor,
     h, w = token_hw
     b = grid.shape[0]
     src = F.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2).float(), (h, w)).flatten(2).transpose(1, 2)  # (B, M, 2)
-    ys = (torch.arange(h, device=grid.device, dtype=torch.float32) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=grid.device, dtype=torch.float32) * 2 + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    centres = torch.stack([gx, gy], -1).reshape(1, h * w, 2)  # (1, N, 2) same order as the token rows
+    # The identity grid at token resolution: each token's centre, in the token rows' order.
+    identity = torch.eye(2, 3, device=grid.device).unsqueeze(0)
+    centres = F.affine_grid(identity, [1, 1, h, w], align_corners=False).reshape(1, h * w, 2)
     dist = torch.cdist(centres.expand(b, -1, -1), src)  # (B, N, M), NaN for a NaN grid
     nearest = torch.nan_to_num(dist, nan=float("inf")).min(-1)
-    token = torch.tensor([2.0 / w, 2.0 / h], device=grid.device).max()
+    token = max(2.0 / w, 2.0 / h)
     # Mirrored: x_B's x coordinate decreases along the exemplar's rows.
     mirrored = (grid[:, :, -1, 0] - grid[:, :, 0, 0]).mean(1) < 0
     valid = (nearest.values < 0.75 * token) & ~mirrored[:, None]
