@@ -253,7 +253,8 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, report: Any, stats: d
         f"{m.spectral_norm}. Loss recipe `{loss.recipe}`, " + _loss_network(loss)
         + f"; weights: style {loss.style}, align {loss.align}, corr {loss.corr}, structure {loss.structure}, "
           f"perceptual {loss.perceptual}, contextual {loss.contextual}, adversarial {loss.adversarial}, pixel "
-          f"{loss.pixel}. {t.steps} steps of batch {t.batch_size} at {t.image_size}x{t.image_size}, Adam "
+          f"{loss.pixel}, self-warp matching {loss.match} (not in the paper). {t.steps} steps of batch "
+          f"{t.batch_size} at {t.image_size}x{t.image_size}, Adam "
           f"({t.beta1}, {t.beta2}), rates {t.lr_g} / {t.lr_d}, linear decay from step {t.decay_start}. The full "
           f"config is `config.json` beside this card.",
         "",

@@ -37,7 +37,7 @@ def test_recipe_writes_data_run_eval_and_a_card(recipe_run, fake_london):
     assert meta["licence"].startswith("CC BY 4.0") and "10.6084/m9.figshare.5047666.v5" in meta["attribution"]
     for text in ("## Data", "## Split", "## Training", "## Measured", "## Limits", "## Licence and attribution",
                  f"matebit recipe faces --src {fake_london}", "| MATEBIT (used rows) |", "| identity guess |",
-                 "color[hed-vgg16]", "no pretrained loss network"):
+                 "color[hed-vgg16]", "no pretrained loss network", "self-warp matching 1.0 (not in the paper)"):
         assert text in card, text
     assert "State the licence" not in card  # no placeholder left
 
