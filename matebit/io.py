@@ -401,6 +401,25 @@ def _new_temp(path: Path, suffix: str, folder: bool = False) -> Path:
     raise PathError(f"{path}: cannot write, no free temporary name in {path.parent}")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path) -> None:
+    """Give a new file the mode any new file gets (0o666 less the umask). safetensors' save_file writes its files
+    0o600 whatever the umask, so a model folder or checkpoint would be unreadable by anyone else."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
     """Call `write_fn(tmp_path)` to write a temp file beside `path`, fsync it, then rename it over `path`.
 
@@ -414,6 +433,8 @@ def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
         _fsync_file(tmp)
         if path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -464,6 +485,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
+                _default_mode(f)
                 _fsync_file(f)
         old = None
         if path.exists():

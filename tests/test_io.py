@@ -171,6 +171,24 @@ def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
     assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o600
 
 
+def test_safetensors_files_get_the_umask_mode_too(tmp_path):
+    # safetensors' save_file writes 0o600 whatever the umask: checkpoints and model folders were private to their
+    # writer (a shipped model exported so was unreadable by other users of the machine).
+    from safetensors.torch import save_file
+
+    from matebit.checkpoint import save_tensors
+
+    umask = os.umask(0o022)
+    try:
+        save_tensors(tmp_path / "ckpt.safetensors", {"w": torch.zeros(2)})
+        with atomic_directory(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "ckpt.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_importing_matebit_leaves_the_umask_alone():
     import subprocess
     import sys
