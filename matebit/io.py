@@ -414,10 +414,11 @@ def _umask() -> int:
     return mask
 
 
-def _default_mode(path: Path) -> None:
-    """Give a new file the mode any new file gets (0o666 less the umask). safetensors' save_file writes its files
-    0o600 whatever the umask, so a model folder or checkpoint would be unreadable by anyone else."""
-    os.chmod(path, 0o666 & ~_umask())
+def _new_file_mode() -> int:
+    """The mode any new file gets (0o666 less the umask). Given explicitly to what atomic writes produce because
+    safetensors' save_file writes its files 0o600 whatever the umask, so a model folder or checkpoint would be
+    unreadable by anyone else."""
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
@@ -434,7 +435,7 @@ def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
         if path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777)
         else:
-            _default_mode(tmp)
+            os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -483,9 +484,10 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     tmp = _new_temp(path, ".tmp", folder=True)
     try:
         yield tmp
+        mode = _new_file_mode()  # once: the umask is read from /proc
         for f in tmp.rglob("*"):
             if f.is_file():
-                _default_mode(f)
+                os.chmod(f, mode)
                 _fsync_file(f)
         old = None
         if path.exists():
