@@ -432,7 +432,8 @@ def experiment_preset(name: str) -> ExperimentConfig:
     elif name.startswith("faces"):
         # The demo's optimiser settings (they learn in a short budget); the self-exemplar warp as strong as the
         # moved-exemplar evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%).
-        # 1000 steps (about 40 min with the bf16 switches on 2 cores), the budget the shipped model was trained in.
+        # 1000 steps, the budget the shipped model was trained in: 40 min with the bf16 switches on 2 cores that week,
+        # 20-23 min on a faster week of the same VM type (README, "Face model").
         loss, train = LOSS_PRESETS["faces"], dict(image_size=128, batch_size=8, steps=1000, decay_start=667,
                                                    checkpoint_every=100, log_every=20, image_every=300,
                                                    lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=15.0,
