@@ -190,6 +190,12 @@ class TrainConfig:
     loss_networks_autocast: bool = False
     exemplar_rate: float = 0.0  # share of pairs-file exemplars; the paper uses warped self-exemplars only
     flip: bool = True
+    # Not in the paper: the share of self-exemplar items whose exemplar has its backdrop and clothes (the region
+    # joined to the image border by small colour steps) recoloured by a random smooth colour field
+    # (matebit/data/augment.py); with recolour_target the target's, before the exemplar is warped from it, so that
+    # the output must take the new colours. For plain-backdrop portraits, whose set shows one backdrop colour.
+    recolour_background: float = 0.0
+    recolour_target: bool = False
     # Strength of the self-exemplar warp (Sec. 3.4): max rotation (degrees), zoom (relative), shift (of the side).
     warp_rotation: float = 10.0
     warp_zoom: float = 0.1
@@ -217,6 +223,8 @@ class TrainConfig:
             raise ConfigError(f"train.beta1 and train.beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
         if not 0 <= self.exemplar_rate <= 1:
             raise ConfigError(f"train.exemplar_rate is a probability, got {self.exemplar_rate}")
+        if not 0 <= self.recolour_background <= 1:
+            raise ConfigError(f"train.recolour_background is a probability, got {self.recolour_background}")
         if self.warp_rotation < 0 or self.warp_shift < 0 or not 0 <= self.warp_zoom < 1:
             raise ConfigError(f"train.warp_rotation and train.warp_shift must be >= 0 and train.warp_zoom in [0, 1), "
                               f"got {self.warp_rotation}, {self.warp_shift}, {self.warp_zoom}")
@@ -431,13 +439,15 @@ def experiment_preset(name: str) -> ExperimentConfig:
                                                   checkpoint_every=200, log_every=20, image_every=200)
     elif name.startswith("faces"):
         # The demo's optimiser settings (they learn in a short budget); the self-exemplar warp as strong as the
-        # moved-exemplar evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%).
+        # moved-exemplar evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%); half the self-exemplar
+        # items with recoloured backdrop and clothes (the set has one grey backdrop and white shirts; without it a
+        # dark-uniform exemplar gave a dark face, README "Face model").
         # 1000 steps, the budget the shipped model was trained in: 40 min with the bf16 switches on 2 cores that week,
         # 20-23 min on a faster week of the same VM type (README, "Face model").
         loss, train = LOSS_PRESETS["faces"], dict(image_size=128, batch_size=8, steps=1000, decay_start=667,
                                                    checkpoint_every=100, log_every=20, image_every=300,
                                                    lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=15.0,
-                                                   warp_zoom=0.15, warp_shift=0.08)
+                                                   warp_zoom=0.15, warp_shift=0.08, recolour_background=0.5)
     elif name.startswith("demo"):
         # Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
         # learns almost nothing in the few minutes it has (matebit demo). The self-exemplar warp is as strong as

@@ -471,7 +471,9 @@ def open_datasets(cfg: ExperimentConfig, data_root: str):
     t = cfg.train
     warp = WarpConfig(rotation=t.warp_rotation, scale=t.warp_zoom, translation=t.warp_shift)
     data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
-                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=warp)
+                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=warp,
+                          recolour_background=t.recolour_background,
+                          recolour_target=t.recolour_target)
     val = PairedFolderDataset(data_cfg, "val", allow_empty=True)
     return PairedFolderDataset(data_cfg, "train"), (val if len(val) else None)
 

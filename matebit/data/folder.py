@@ -10,7 +10,9 @@ Layout under `root`:
 
 A training item takes, with probability `exemplar_rate`, a random exemplar from the stem's pairs line
 (s = 0), else a geometrically warped copy of x_B itself (s = 1, see warp.py). Validation is deterministic:
-the first listed exemplar, else a warp with a fixed seed per stem. A self-exemplar's item carries the warp's
+the first listed exemplar, else a warp with a fixed seed per stem. With `recolour_background` > 0 a training
+self-exemplar item has its exemplar's backdrop and clothes recoloured (augment.py), or with `recolour_target` its
+target's before the warp, so that both share them. A self-exemplar's item carries the warp's
 sampling grid (`warp_grid`, (H, W, 2): where each exemplar pixel came from in x_B), the exact correspondence
 that `loss.match` learns from; other exemplars carry a NaN grid.
 """
@@ -30,6 +32,7 @@ from PIL import Image
 from matebit.errors import DataError, first_line
 from matebit.io import DATASET_EXTENSIONS, from_uint8, missing_reason, open_image, read_npy
 
+from .augment import recolour_background
 from .warp import WarpConfig, random_warp
 
 __all__ = ["DataConfig", "PairedFolderDataset", "load_image", "load_structure"]
@@ -45,6 +48,8 @@ class DataConfig:
     exemplar_rate: float = 0.7                 # P(pairs-file exemplar) when the stem has one (released code: 0.7)
     flip: bool = True                          # random horizontal flips at train time
     warp: WarpConfig = field(default_factory=WarpConfig)  # self-exemplar warp strength
+    recolour_background: float = 0.0           # P(recolour a self-exemplar item's backdrop and clothes), augment.py
+    recolour_target: bool = False              # recolour the target too (before the warp), else the exemplar alone
     val_fraction: float = 0.1                  # hashed split when no train.txt / val.txt exist
     seed: int = 0                              # fixes the validation warps
 
@@ -58,6 +63,8 @@ class DataConfig:
             raise DataError(f"DataConfig.structure_channels must be >= 1, got {self.structure_channels}")
         if not 0.0 <= self.exemplar_rate <= 1.0:
             raise DataError(f"DataConfig.exemplar_rate is a probability, got {self.exemplar_rate}")
+        if not 0.0 <= self.recolour_background <= 1.0:
+            raise DataError(f"DataConfig.recolour_background is a probability, got {self.recolour_background}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise DataError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -264,7 +271,15 @@ class PairedFolderDataset(torch.utils.data.Dataset):
                 if cfg.flip and r[3] < 0.5:
                     exemplar = exemplar.flip(-1)
             else:
+                # Drawn only when the option is on, so that runs without it keep their random stream.
+                recolour = bool(cfg.recolour_background) and float(torch.rand(1, generator=g)) < cfg.recolour_background
+                if recolour and cfg.recolour_target:
+                    image = recolour_background(image, g)  # before the warp: target and exemplar share the colours
                 ex_stem, (exemplar, grid), self_ref = stem, random_warp(image, g, cfg.warp, return_grid=True), True
+                if recolour and not cfg.recolour_target:
+                    # After the warp, on the exemplar alone: the target keeps its backdrop, so the model learns to
+                    # match faces against any backdrop without taking the backdrop's colour. The grid stays exact.
+                    exemplar = recolour_background(exemplar, g)
         if not self_ref:  # another image: no known correspondence (NaN, so that no loss can use it by mistake)
             grid = torch.full((*image.shape[-2:], 2), float("nan"))
         return {"structure": structure, "image": image, "exemplar": exemplar, "warp_grid": grid,

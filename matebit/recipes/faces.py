@@ -37,7 +37,9 @@ LIMITS = (
     "computed at the recipe's size and resized): hand sketches and other edge detectors are out of distribution. "
     "It renders the exemplar's colours and texture on the structure's geometry; it does not preserve or recognise "
     "identity and must not be used to identify people. The validation figures come from the held-out identities of "
-    "the same set, a narrow test of generalisation.")
+    "the same set, a narrow test of generalisation. The output's backdrop and clothes stay the training set's light "
+    "grey and white whatever the exemplar's (the recipe recolours exemplar backdrops so that faces match against any "
+    "backdrop, not so that the backdrop transfers).")
 
 
 @dataclass
@@ -240,7 +242,11 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, report: Any, stats: d
         f"photos), drawn with seed {recipe.seed}: {', '.join(prepared.val_identities)}. Training: "
         f"{len(prepared.train_identities)} people, {images.get('train', 0)} photos; validation: "
         f"{images.get('val', 0)} photos. Training exemplars are warped copies of the target (Sec. 3.4 of the paper)"
-        + (f", mixed with other people's photos at rate {t.exemplar_rate}" if t.exemplar_rate else "") + ".",
+        + (f", mixed with other people's photos at rate {t.exemplar_rate}" if t.exemplar_rate else "")
+        + (f"; {t.recolour_background:g} of them with the backdrop and clothes of the "
+           + ("target and the exemplar" if t.recolour_target else "exemplar alone")
+           + " recoloured by a random smooth colour field (`train.recolour_background`, not in the paper)"
+           if t.recolour_background else "") + ".",
         "",
         "## Training",
         "",
