@@ -38,7 +38,8 @@ def _box_mean(image: np.ndarray, box) -> np.ndarray:
 
 def main(argv=None) -> int:
     from matebit.inference import Translator
-    from matebit.recipes.faces import default_exemplar
+    from matebit.io import open_image
+    from matebit.recipes.faces import default_exemplar, frame_exemplar
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="prepared face folder (val.txt, structure/)")
@@ -59,10 +60,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     stems = (data / "val.txt").read_text().split()
-    ex = Image.open(exemplar_path).convert("RGB")
-    # As faces_demo frames it: a portrait taller than wide keeps its top square (the head).
-    ex = ex.crop((0, 0, ex.width, ex.width)) if ex.height > ex.width else ex
-    ex = ex.resize((128, 128), Image.LANCZOS)
+    ex = frame_exemplar(open_image(exemplar_path), 128)
     ex_arr = np.asarray(ex, np.float64)
     skin, clothes = _box_mean(ex_arr, args.skin_box), _box_mean(ex_arr, args.clothes_box)
 

@@ -26,7 +26,7 @@ from matebit.data.faces import ATTRIBUTION, SOURCE, default_hed_size
 from matebit.errors import InputError
 
 __all__ = ["FaceRecipe", "RecipeResult", "recipe_config", "run_face_recipe", "face_card", "FACE_MODEL",
-           "faces_demo", "default_exemplar"]
+           "faces_demo", "default_exemplar", "frame_exemplar"]
 
 FACE_MODEL = "faces-hed-128"  # the shipped face model `matebit demo --faces` uses by default
 
@@ -332,6 +332,16 @@ def _square(image):
     return image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
 
 
+def frame_exemplar(image, size: int):
+    """An exemplar portrait as `matebit demo --faces` frames it: square, size x size. A portrait taller than wide
+    keeps its top square (the head), as grace_hopper.jpg needs; others their centre square."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    image = image.crop((0, 0, image.width, image.width)) if image.height > image.width else _square(image)
+    return image.resize((size, size), Image.LANCZOS)
+
+
 # (left, top, right, bottom) of skimage.data.astronaut() (512x512): her head and shoulders, scaled so that her eyes
 # (dlib's 68 landmarks: centres 203,102 and 247,104) are as far apart as the training portraits' pupils (14.9% of the
 # side), horizontally centred as theirs. Their eyes sit at 44% of the height; hers at 35%, since the photo ends above
@@ -380,11 +390,7 @@ def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str =
     # Framed as the training portraits are (head and shoulders, the head about a third of the width, its top near
     # the top edge): a centre square of the astronaut photo is half flag and shuttle, far from the studio set.
     photo = Image.fromarray(skdata.astronaut()).crop(ASTRONAUT_HEAD_AND_SHOULDERS)
-    ex_image = open_image(exemplar).convert("RGB")
-    # Portraits taller than wide keep their top square (the head), as grace_hopper.jpg needs; others the centre.
-    ex_image = ex_image.crop((0, 0, ex_image.width, ex_image.width)) if ex_image.height > ex_image.width else \
-        _square(ex_image)
-    ex = ex_image.resize((size, size), Image.LANCZOS)
+    ex = frame_exemplar(open_image(exemplar), size)
     structure = face_structure(photo, size, "hed", hed_size).convert("RGB")
     result = translator(structure, ex, return_aux=True)
     out = Path(out)
