@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from matebit.models.layers import channel_norm
+
 from ._util import l1_per_sample, weighted_sample_mean
 
 # Released code's contextual weights: 8 CX(relu5_2) + 4 CX(relu4_2) + 2 CX(avgpool2(relu3_2)).
@@ -93,8 +95,9 @@ def contextual_similarity(
         xf, yf = xf - mu, yf - mu
     elif center != "none":
         raise ValueError(f"contextual_similarity: unknown center {center!r}")
-    xf = F.normalize(xf, dim=1, eps=1e-10)
-    yf = F.normalize(yf, dim=1, eps=1e-10)
+    # F.normalize's strided norm over channels is slow on CPU (models/layers.py: channel_norm); same value
+    xf = xf / channel_norm(xf).clamp_min(1e-10)
+    yf = yf / channel_norm(yf).clamp_min(1e-10)
     d = 1 - xf.transpose(1, 2) @ yf  # (B, N_x, N_y)
     d_rel = d / (d.min(dim=2, keepdim=True).values + eps)
     a = torch.softmax((1 - d_rel) / h, dim=2)

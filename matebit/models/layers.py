@@ -43,9 +43,11 @@ def pono(x: Tensor, eps: float = 1e-5, unbiased: bool = False) -> Tensor:
     The released code divides by the unbiased standard deviation with eps = 1e-8 (`official_pono`); the paper's
     PONO and this default use the biased variance, like every other normalisation layer.
     """
-    mean = x.mean(dim=1, keepdim=True)
-    var = x.var(dim=1, keepdim=True, unbiased=unbiased)
-    return (x - mean) * torch.rsqrt(var + eps)
+    # Two passes with sums over channels rather than x.var(dim=1): torch's variance kernel, like its norm, is slow
+    # over the strided channel axis of NCHW (see channel_norm); this is the same biased / unbiased variance.
+    centred = x - x.mean(dim=1, keepdim=True)
+    var = (centred * centred).sum(dim=1, keepdim=True) / (x.shape[1] - (1 if unbiased else 0))
+    return centred * torch.rsqrt(var + eps)
 
 
 def official_pono(x: Tensor) -> Tensor:
@@ -53,9 +55,21 @@ def official_pono(x: Tensor) -> Tensor:
     return pono(x, eps=1e-8, unbiased=True)
 
 
+def channel_norm(x: Tensor, dim: int = 1) -> Tensor:
+    """Euclidean length over `dim`, kept as a size-1 dimension.
+
+    Why not `x.norm(dim=1)`: on NCHW tensors torch's vector-norm kernel reduces over the strided channel axis one
+    position at a time, 25x slower on 2 CPU cores than a product and a sum (6.3 against 0.25 ms for 8x64x64x64;
+    the demo's training step spent 7 % of its time there, torch.profiler). Same value up to rounding. The clamp at
+    the dtype's smallest normal number keeps the gradient of an all-zero vector at 0, as torch's norm has it (a
+    bare sqrt's gradient at 0 is infinite, and 0 * inf made NaN for blank inputs).
+    """
+    return (x * x).sum(dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+
+
 def l2_normalize(x: Tensor, eps: float = 1e-10) -> Tensor:
     """Unit length per position over channels (the released code's feature_normalize)."""
-    return x / (x.norm(dim=1, keepdim=True) + eps)
+    return x / (channel_norm(x) + eps)
 
 
 class ChannelLayerNorm(nn.Module):
