@@ -130,18 +130,26 @@ def matebit_rows(preset: str, device: torch.device, compile_modes: list[str], on
     for precision in precisions:
         dtype = speed.resolve_precision(device, precision)
         defaults = speed.inference_defaults(device, dtype)
-        variants = [("defaults", {})]
+        # (label, switches changed from the defaults, the switch whose effect the row shows, the row it is
+        # compared with): each switch flipped alone against the defaults, compilation against eager, and
+        # channels_last flipped under compilation against the compiled row (Inductor lays out its own graph).
+        variants = [("defaults", {}, None, None)]
         for key, value in defaults.items():
             if (key == "cast_weights" and dtype == torch.float32) or (
                     key == "winograd" and (dtype != torch.float32 or device.type != "cpu"
                                            or torch.get_num_threads() > speed.WINOGRAD_MAX_THREADS)):
                 continue  # no effect here (Winograd is NNPACK: fp32 on CPU, 1 thread, only for baked layers)
-            variants.append((f"{key} {'off' if value else 'on'}", {key: not value}))
-        # prepare_for_inference leaves Winograd off under compile (Inductor packs its own convolutions).
-        no_wino = {"winograd": False} if defaults.get("winograd") else {}
-        variants += [(f"compile {mode}{' (winograd off)' if no_wino else ''}", {"compile_mode": mode, **no_wino})
-                     for mode in compile_modes]
-        for label, flip in variants:
+            variants.append((f"{key} {'off' if value else 'on'}", {key: not value}, key, "defaults"))
+        # Compiled rows take prepare_for_inference's compiled defaults (Winograd off; channels_last on CPU too).
+        compiled_defaults = speed.inference_defaults(device, dtype, compiled=True)
+        changed = {k: v for k, v in compiled_defaults.items() if v != defaults[k]}
+        for mode in compile_modes:
+            compiled = f"compile {mode}" + "".join(f", {k} {'on' if v else 'off'}" for k, v in changed.items())
+            cl = not compiled_defaults["channels_last"]
+            variants += [(compiled, {"compile_mode": mode, **changed}, "compile_mode", "defaults"),
+                         (f"compile {mode}, channels_last {'on' if cl else 'off'}",
+                          {"compile_mode": mode, **changed, "channels_last": cl}, "channels_last", compiled)]
+        for label, flip, switch, reference in variants:
             if only is not None and label.split()[0] not in only and label != "defaults":
                 continue
             kw = {**defaults, "compile_mode": None, **flip}
@@ -152,7 +160,8 @@ def matebit_rows(preset: str, device: torch.device, compile_modes: list[str], on
                 rows.append(Row(name, None, dict(precision=precision, **kw), error=f"{type(exc).__name__}: {exc}"))
                 continue
             rows.append(Row(name, matebit_step(model, ctx, kw["channels_last"]),
-                            dict(precision=precision, prepared=True, flipped=list(flip), **kw)))
+                            dict(precision=precision, prepared=True, flipped=list(flip), variant=label,
+                                 effect_of=switch, compared_with=reference, **kw)))
     return rows
 
 
@@ -220,18 +229,19 @@ def run_batch(rows: list[Row], batch: int, device, warmup: int, rounds: int, rep
 def switch_effects(results: list[dict]) -> list[dict]:
     """Each flipped row beside its default row: speed-up of the switch when on (>1: the switch wins)."""
     effects = []
-    defaults = {(r["batch"], r["precision"]): r for r in results if r.get("prepared") and not r.get("flipped")}
+    by_variant = {(r["batch"], r["precision"], r["variant"]): r for r in results if r.get("prepared")}
     for r in results:
-        if not r.get("flipped") or "s_per_image" not in r:
+        if not r.get("effect_of") or "s_per_image" not in r:
             continue
-        d = defaults.get((r["batch"], r["precision"]))
+        d = by_variant.get((r["batch"], r["precision"], r["compared_with"]))
         if d is None or "s_per_image" not in d:
             continue
-        key = r["flipped"][0]
+        key = r["effect_of"]
         default_on = bool(d.get(key))
         on, off = (d, r) if default_on else (r, d)
         speedup = off["s_per_image"] / on["s_per_image"]
-        effects.append(dict(batch=r["batch"], precision=r["precision"], switch=key,
+        effects.append(dict(batch=r["batch"], precision=r["precision"],
+                            switch=key if r["compared_with"] == "defaults" else f"{key} ({r['compared_with']})",
                             default="on" if default_on else "off", on_s=on["s_per_image"], off_s=off["s_per_image"],
                             speedup_when_on=speedup,
                             verdict=("ok" if (speedup >= 1) == default_on else

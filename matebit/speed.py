@@ -15,15 +15,18 @@
 |                       | native bf16 (AVX512-BF16 / AMX), else fp32| model's outputs by 0.4/255 on average                |
 | cast_weights          | on with bf16: bf16 weights, no autocast   | autocast re-casts around every op on its fp32 list   |
 |                       | (inputs are cast by hooks)                | (reflection padding: 2 casts per convolution)        |
-| channels_last         | on CUDA, off on CPU                       | cuDNN runs NHWC natively; on CPU every instance norm |
-|                       |                                           | turns NHWC back into NCHW, two copies per conv       |
+| channels_last         | on CUDA; on CPU only when compiled        | cuDNN runs NHWC natively; on CPU every eager instance|
+|                       |                                           | norm turns NHWC back into NCHW, two copies per conv; |
+|                       |                                           | compiled, NHWC won 1.07-1.09x                        |
 | bake_weights          | on for inference                          | spectral norm re-divides every weight by sigma on    |
 |                       |                                           | every call; inference can do it once                 |
 | winograd              | on for fp32 on CPU (NNPACK), used while   | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
 |                       | torch runs 1 thread                       | 3x3): 1.5x faster at 1 thread, no gain at 2 (NNPACK  |
 |                       |                                           | does not scale); outputs move by ~2e-4               |
-| compile               | off (None)                                | minutes of compile time; "reduce-overhead" (CUDA     |
-|                       |                                           | graphs) pays at batch 1 on a GPU                     |
+| compile               | off (None); `Translator(compile=...)`,    | 25-48 s to compile per input shape on 2 CPU cores at |
+|                       | `matebit translate/serve --compile`       | 256x256, then 1.18-1.23x per call in fp32 and bf16;  |
+|                       |                                           | "reduce-overhead" (CUDA graphs) pays at batch 1 on a |
+|                       |                                           | GPU. Pays for long runs only                         |
 
 `benchmarks/bench_side_by_side.py` prints each switch's own effect beside the authors' released generator.
 """
@@ -288,17 +291,19 @@ def to_channels_last(module: nn.Module, enabled: bool = True) -> nn.Module:
 
 
 def channels_last_input(x: torch.Tensor, enabled: bool | None = None) -> torch.Tensor:
-    """NHWC copy of a 4-D input; `enabled=None` follows `prepare_for_inference`'s default for x's device."""
+    """NHWC copy of a 4-D input; `enabled=None` follows `prepare_for_inference`'s eager default for x's device."""
     if enabled is None:
         enabled = default_channels_last(x.device)
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.dim() == 4 else x
 
 
-def default_channels_last(device: torch.device | str) -> bool:
-    """NHWC on CUDA. Not on CPU: the model's instance norms (F.instance_norm) return NCHW, so an NHWC network
-    pays a copy into NCHW after every convolution and one back before the next; measured slower than NCHW in
-    fp32 and bf16 (benchmarks/bench_side_by_side.py prints the switch's effect)."""
-    return torch.device(device).type == "cuda"
+def default_channels_last(device: torch.device | str, compiled: bool = False) -> bool:
+    """NHWC on CUDA, and on CPU under torch.compile. Not in eager CPU runs: the model's instance norms
+    (F.instance_norm) return NCHW, so an NHWC network pays a copy into NCHW after every convolution and one back
+    before the next (0.96-0.99x in fp32 and bf16). A compiled graph lays out those norms itself, and there NHWC
+    won 1.05-1.09x in fp32 and bf16 (2 cores, 256x256, 2026-12-02; benchmarks/bench_side_by_side.py prints
+    each switch's effect)."""
+    return torch.device(device).type == "cuda" or compiled
 
 
 def bake_weights(module: nn.Module) -> nn.Module:
@@ -419,11 +424,12 @@ def maybe_compile(module: nn.Module, mode: CompileMode | None = None, freeze: bo
     return torch.compile(module, mode=mode)
 
 
-def inference_defaults(device: torch.device | str, dtype: torch.dtype) -> dict[str, bool]:
-    """The switches `prepare_for_inference` uses by default for this device and compute dtype."""
+def inference_defaults(device: torch.device | str, dtype: torch.dtype, compiled: bool = False) -> dict[str, bool]:
+    """The switches `prepare_for_inference` uses by default for this device and compute dtype, eager or compiled.
+    Compiled graphs get Inductor's own convolutions (pre-packed oneDNN), so Winograd is off there."""
     device = torch.device(device)
-    return dict(channels_last=default_channels_last(device), bake=True, cast_weights=True,
-                winograd=device.type == "cpu" and dtype == torch.float32 and nnpack_works())
+    return dict(channels_last=default_channels_last(device, compiled), bake=True, cast_weights=True,
+                winograd=device.type == "cpu" and dtype == torch.float32 and not compiled and nnpack_works())
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device | str, precision: Precision = "auto",
@@ -432,20 +438,20 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
                           winograd: bool | None = None):
     """Move `model` to `device` in eval mode with the switches above; returns (model, context to run it in).
 
-    A switch left at None takes `inference_defaults(device, dtype)`. With bf16 and `cast_weights` the weights are
+    A switch left at None takes `inference_defaults(device, dtype, compiled=compile_mode is not None)`. With bf16 and `cast_weights` the weights are
     stored in bf16 and the context is a no-op: hooks cast fp32 inputs where they meet a weight, and no op is
     re-cast to fp32 and back (autocast does that around reflection padding). Outputs are then bf16, so callers
     should `.float()`. Without `cast_weights` the context is bf16 autocast over fp32 weights. With `compile_mode`
-    on CPU the weights are frozen into the compiled graph, and Winograd defaults off.
+    on CPU the weights are frozen into the compiled graph, Winograd defaults off and channels_last on (inputs:
+    `channels_last_input(x, default_channels_last(device, compiled=True))`).
     """
     device = torch.device(device)
     dtype = resolve_precision(device, precision)
-    defaults = inference_defaults(device, dtype)
+    defaults = inference_defaults(device, dtype, compiled=compile_mode is not None)
     channels_last = defaults["channels_last"] if channels_last is None else channels_last
     bake = defaults["bake"] if bake is None else bake
     cast_weights = defaults["cast_weights"] if cast_weights is None else cast_weights
-    # Compiled graphs get Inductor's own convolutions (pre-packed oneDNN), so Winograd defaults off there.
-    winograd = (defaults["winograd"] and compile_mode is None) if winograd is None else winograd
+    winograd = defaults["winograd"] if winograd is None else winograd
     model = model.to(device).eval()
     if bake:
         bake_weights(model)

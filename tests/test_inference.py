@@ -172,3 +172,22 @@ def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tmp_path, pair):
     assert result.image.size == (32, 32)
     masked, full = result.correspondence([(5, 5)])
     assert np.allclose(masked.sum(axis=(1, 2)), 1, atol=1e-3)
+
+
+def test_compiled_translator_gives_the_eager_image(pair, tmp_path):
+    # torch.compile (Inductor, weights frozen on CPU) must change the speed, not the translation.
+    cfg = model_preset("tiny", n_mat_blocks=1)  # one MAT block: a third less graph to compile
+    folder = tmp_path / "tiny"
+    torch.manual_seed(0)
+    save_pretrained(folder, MATEBITGenerator(cfg), cfg)
+    translator = Translator.from_pretrained(folder, device="cpu", dtype="fp32")
+    compiled = Translator.from_pretrained(folder, device="cpu", dtype="fp32", compile="default")
+    assert compiled.compile == "default" and hasattr(compiled.generator, "_orig_mod")  # really compiled
+    edges, ex = pair
+    got = compiled(edges[:32, :32], ex, return_aux=True)
+    want = translator(edges[:32, :32], ex, return_aux=True)
+    assert np.abs(_arr(got.image) - _arr(want.image)).max() <= 1
+    masked, _ = got.correspondence([(5, 5)])  # the probe runs the eager module beside the compiled one
+    assert np.allclose(masked.sum(axis=(1, 2)), 1, atol=1e-3)
+    with pytest.raises(InputError, match="compile must be"):
+        Translator.from_pretrained(folder, device="cpu", compile="fast")

@@ -100,3 +100,12 @@ def test_bake_removes_spectral_norm_and_keeps_the_output():
 def test_defaults_leave_channels_last_off_on_cpu():
     d = speed.inference_defaults("cpu", torch.float32)
     assert d["channels_last"] is False and d["bake"] is True
+
+
+def test_compiled_defaults_switch_layout_and_winograd():
+    # Under torch.compile on CPU, NHWC won and Inductor packs its own convolutions (README, Speed).
+    eager = speed.inference_defaults("cpu", torch.float32)
+    compiled = speed.inference_defaults("cpu", torch.float32, compiled=True)
+    assert compiled["channels_last"] is True and compiled["winograd"] is False
+    assert {k: v for k, v in compiled.items() if k not in ("channels_last", "winograd")} == \
+        {k: v for k, v in eager.items() if k not in ("channels_last", "winograd")}
