@@ -17,13 +17,13 @@
 |                       | (inputs are cast by hooks)                | (reflection padding: 2 casts per convolution)        |
 | channels_last         | on CUDA; on CPU only when compiled        | cuDNN runs NHWC natively; on CPU every eager instance|
 |                       |                                           | norm turns NHWC back into NCHW, two copies per conv; |
-|                       |                                           | compiled, NHWC won 1.07-1.09x                        |
+|                       |                                           | compiled, NHWC won 1.05-1.09x                        |
 | bake_weights          | on for inference                          | spectral norm re-divides every weight by sigma on    |
 |                       |                                           | every call; inference can do it once                 |
 | winograd              | on for fp32 on CPU (NNPACK), used while   | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
 |                       | torch runs 1 thread                       | 3x3): 1.5x faster at 1 thread, no gain at 2 (NNPACK  |
 |                       |                                           | does not scale); outputs move by ~2e-4               |
-| compile               | off (None); `Translator(compile=...)`,    | 25-48 s to compile per input shape on 2 CPU cores at |
+| compile               | off (None); `Translator(compile=...)`,    | 9-48 s to compile per input shape on 2 CPU cores at  |
 |                       | `matebit translate/serve --compile`       | 256x256, then 1.18-1.23x per call in fp32 and bf16;  |
 |                       |                                           | "reduce-overhead" (CUDA graphs) pays at batch 1 on a |
 |                       |                                           | GPU. Pays for long runs only                         |
@@ -438,12 +438,12 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, precisio
                           winograd: bool | None = None):
     """Move `model` to `device` in eval mode with the switches above; returns (model, context to run it in).
 
-    A switch left at None takes `inference_defaults(device, dtype, compiled=compile_mode is not None)`. With bf16 and `cast_weights` the weights are
-    stored in bf16 and the context is a no-op: hooks cast fp32 inputs where they meet a weight, and no op is
-    re-cast to fp32 and back (autocast does that around reflection padding). Outputs are then bf16, so callers
-    should `.float()`. Without `cast_weights` the context is bf16 autocast over fp32 weights. With `compile_mode`
-    on CPU the weights are frozen into the compiled graph, Winograd defaults off and channels_last on (inputs:
-    `channels_last_input(x, default_channels_last(device, compiled=True))`).
+    A switch left at None takes `inference_defaults(device, dtype, compiled=compile_mode is not None)`. With bf16
+    and `cast_weights` the weights are stored in bf16 and the context is a no-op: hooks cast fp32 inputs where they
+    meet a weight, and no op is re-cast to fp32 and back (autocast does that around reflection padding). Outputs
+    are then bf16, so callers should `.float()`. Without `cast_weights` the context is bf16 autocast over fp32
+    weights. With `compile_mode` on CPU the weights are frozen into the compiled graph, Winograd defaults off and
+    channels_last on (inputs: `channels_last_input(x, default_channels_last(device, compiled=True))`).
     """
     device = torch.device(device)
     dtype = resolve_precision(device, precision)
