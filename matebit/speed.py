@@ -352,7 +352,17 @@ def nnpack_works() -> bool:
         if not torch.backends.nnpack.is_available():
             return False
         x, w = torch.ones(1, 1, 8, 8), torch.ones(1, 1, 3, 3)
-        out = torch._nnpack_spatial_convolution(x, w, None, [1, 1], [1, 1])
+        # NNPACK sizes its own thread pool once, at its first convolution, from torch's thread count then, and
+        # never resizes it. Winograd runs only at 1 thread (WINOGRAD_MAX_THREADS), so the pool gets 1 thread: one
+        # sized at 2 made every convolution use both cores at "1 thread" (process CPU time 1.9x wall, no faster:
+        # 18.0 against 18.5 ms for a 256-channel 64x64 layer), taking back the core the thread governor had given
+        # up to another process.
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            out = torch._nnpack_spatial_convolution(x, w, None, [1, 1], [1, 1])
+        finally:
+            torch.set_num_threads(before)
         return bool(torch.allclose(out, F.conv2d(x, w, padding=1)))
     except (RuntimeError, AttributeError):
         return False

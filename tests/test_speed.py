@@ -1,6 +1,10 @@
 """The inference speed switches change speed, not results: baked spectral norm and Winograd give the plain
 module's image, and Winograd runs only where it was measured to win (fp32, CPU, no autograd, 1 thread)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -109,3 +113,27 @@ def test_compiled_defaults_switch_layout_and_winograd():
     assert compiled["channels_last"] is True and compiled["winograd"] is False
     assert {k: v for k, v in compiled.items() if k not in ("channels_last", "winograd")} == \
         {k: v for k, v in eager.items() if k not in ("channels_last", "winograd")}
+
+
+_POOL_PROBE = """
+import os, torch, torch.nn.functional as F
+from matebit import speed
+torch.set_num_threads(2)
+F.conv2d(torch.randn(1, 64, 32, 32), torch.randn(64, 64, 3, 3), padding=1)  # OpenMP's workers exist from here on
+before = len(os.listdir("/proc/self/task"))
+assert speed.nnpack_works()  # NNPACK's first convolution, made while torch runs 2 threads
+torch.set_num_threads(1)
+torch._nnpack_spatial_convolution(torch.randn(1, 64, 32, 32), torch.randn(64, 64, 3, 3), None, [1, 1], [1, 1])
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.skipif(not speed.nnpack_works() or not os.path.isdir("/proc/self/task"),
+                    reason="needs NNPACK and Linux's /proc")
+def test_nnpack_pool_starts_no_thread_of_its_own():
+    """Winograd runs at 1 thread; NNPACK's pool, sized once at its first convolution, must not keep a second
+    thread busy then (a fresh process: this one's NNPACK is initialised already)."""
+    out = subprocess.run([sys.executable, "-c", _POOL_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
