@@ -203,8 +203,19 @@ class Trainer:
         return log
 
     def _grads_finite(self, net: nn.Module) -> bool:
-        grads = [p.grad for p in net.parameters() if p.grad is not None]
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+        # One fused pass per device and dtype: the check GradScaler runs before an optimiser step, with a scale of
+        # 1 (x * 1.0 is x, so the gradients are unchanged). On the demo's 240 gradient tensors it takes 0.3 ms
+        # against 6.5 ms for an isfinite per tensor (2 CPU cores, 2026-12-02), about 3 % of the demo's step.
+        groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for p in net.parameters():
+            if p.grad is not None:
+                groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for (device, _), grads in groups.items():
+            found = torch.zeros(1, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=device))
+            if found.item():
+                return False
+        return True
 
     # -- state ------------------------------------------------------------------------------------------------
 

@@ -53,6 +53,44 @@ def test_loss_of_a_fixed_batch_falls_by_half(data):
     assert after < 0.5 * before, (before, after)
 
 
+@pytest.mark.parametrize("net", ["generator", "discriminator"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_gradient_under_a_finite_loss_leaves_the_weights_alone(data, net, bad):
+    """The gradient check before each optimiser step: a finite loss whose gradient is poisoned at step 1 (a hook
+    on one weight) must not reach any weight of that network; the steps around it train normally."""
+    from matebit.train import TrainingError
+
+    torch.manual_seed(0)
+    trainer = Trainer(tiny("train.steps=4", "train.nan_policy=skip"))
+    batch = fixed_batch(data)
+    module = getattr(trainer, net)
+    weight = next(p for p in module.parameters() if p.requires_grad)
+    weight.register_hook(lambda g: g * bad if trainer.step == 1 else g)
+
+    def state():  # the weights (spectral norm's power-iteration buffers move in every forward, by design)
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    first = trainer.train_step(batch)
+    before = state()
+    poisoned = trainer.train_step(batch)
+    after = state()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k  # nothing of the network moved
+    if net == "generator":
+        assert first["skipped"] == 0 and poisoned["skipped"] == 1
+    trainer.train_step(batch)
+    assert any(not torch.equal(after[k], v) for k, v in state().items())  # and training goes on
+    assert all(bool(torch.isfinite(v).all()) for v in state().values())
+
+    if net == "generator":  # the default policy stops instead, naming the gradient
+        torch.manual_seed(0)
+        trainer = Trainer(tiny("train.steps=4", "train.nan_policy=stop"))
+        weight = next(p for p in trainer.generator.parameters() if p.requires_grad)
+        weight.register_hook(lambda g: g * bad)
+        with pytest.raises(TrainingError, match=r"step 0: non-finite loss \(gradient\)"):
+            trainer.train_step(batch)
+
+
 def _weights(trainer):
     return {k: v.clone() for k, v in trainer.generator.state_dict().items()}
 
