@@ -27,8 +27,10 @@ SIZE_STRIDE = 16
 # The smallest side the network runs at: at 16 the 1/16 bottleneck is one pixel, where reflect padding and
 # instance norm fail. Inference pads (or resizes) smaller inputs up to this; training sizes start here.
 MIN_NET_SIDE = 2 * SIZE_STRIDE
-# torch.compile's modes, as `matebit.speed.maybe_compile`, `Translator(compile=...)` and the --compile flags take them.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# torch.compile's modes, as `matebit.speed.maybe_compile`, `Translator(compile=...)` and the --compile flags take them
+# (one list: the tuple is read off the type).
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
 
 
 # The errors the models raise come through this module, so that `matebit.models` imports only `matebit.config`.

@@ -44,8 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from matebit.config import COMPILE_MODES, CompileMode  # the one list of modes (re-exported)
+
 Precision = Literal["auto", "fp32", "bf16"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -429,6 +430,8 @@ def maybe_compile(module: nn.Module, mode: CompileMode | None = None, freeze: bo
     """
     if mode is None:
         return module
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if freeze and mode == "default":
         return torch.compile(module, options={"freezing": True})
     return torch.compile(module, mode=mode)
