@@ -41,7 +41,7 @@ from PIL import Image
 from torch import Tensor
 
 from matebit import speed
-from matebit.config import COMPILE_MODES, MIN_NET_SIDE, SIZE_STRIDE, ExperimentConfig, ModelConfig
+from matebit.config import MIN_NET_SIDE, SIZE_STRIDE, ExperimentConfig, ModelConfig
 from matebit.errors import ImageInputError, InputError
 from matebit.io import ImageInput, Role, load_image, to_pil
 
@@ -225,15 +225,15 @@ class Translator:
         self.source = source or "the model"
         self.device = resolve_device(device)
         self.precision = _resolve_dtype(dtype)
-        if compile is not None and compile not in COMPILE_MODES:
-            raise InputError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
-        self.compile = compile
+        self.compile = compile  # checked by speed.maybe_compile (InputError for a mode matebit does not offer)
+        # One layout decision, passed to prepare_for_inference and used for every input.
         self._channels_last = speed.default_channels_last(self.device, compiled=compile is not None)
         # Threads, precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking
         # and casting rewrite the weights, so they are done only to a model this Translator loaded itself.
         speed.configure_cpu_threads()
         self.generator, self._precision_ctx = speed.prepare_for_inference(
-            generator, self.device, self.precision, bake=owned, cast_weights=owned, compile_mode=compile)
+            generator, self.device, self.precision, channels_last=self._channels_last, bake=owned, cast_weights=owned,
+            compile_mode=compile)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",

@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from matebit.config import COMPILE_MODES, CompileMode  # the one list of modes (re-exported)
+from matebit.errors import InputError
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -430,8 +431,8 @@ def maybe_compile(module: nn.Module, mode: CompileMode | None = None, freeze: bo
     """
     if mode is None:
         return module
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode not in COMPILE_MODES:  # the one check of a mode (Translator's compile= comes through here)
+        raise InputError(f"compile must be None or one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if freeze and mode == "default":
         return torch.compile(module, options={"freezing": True})
     return torch.compile(module, mode=mode)

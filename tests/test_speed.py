@@ -142,5 +142,5 @@ def test_nnpack_pool_starts_no_thread_of_its_own():
 def test_an_unknown_compile_mode_is_refused_before_compiling():
     module = nn.Conv2d(3, 3, 1)
     assert speed.maybe_compile(module, None) is module
-    with pytest.raises(ValueError, match="compile mode must be one of default, reduce-overhead, max-autotune"):
+    with pytest.raises(ValueError, match="compile must be None or one of default, reduce-overhead, max-autotune"):
         speed.maybe_compile(module, "lite")  # a mode torch.compile has, and matebit does not offer
