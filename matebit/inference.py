@@ -11,19 +11,15 @@ Inputs (`structure` and `exemplar`): anything `matebit.io.load_image` reads (a p
 tensor; its docstring has the ranges, the modes and what is refused), or a list of them, or a (B, C, H, W) tensor,
 for a batch.
 
-Sizes (`size_policy`): the network needs sides that are multiples of 16, and at least 32 (`MIN_NET_SIDE`).
-Outputs always have the structure's size.
+Sizes (`size_policy`, "trained" by default) and photos (`from_photo`, `align`, `paste_back`): see
+`matebit.image_processor`, the one pre- and post-processing path. With a face model, photos are aligned to the
+model's face template first:
 
-* "trained" (default): run at the size the model was trained at (`train.image_size` in the config.json of a
-  model folder written by training): both inputs are resized to it and the output is resized back. A model without
-  a trained size (a bare ModelConfig) runs as with "pad". Models are trained on squares resized without keeping
-  the aspect ratio, so this is what they saw.
-* "pad": run at the structure's own size: the exemplar is resized to the structure's size; both are padded on the
-  right and bottom to the next multiple of 16 (at least 32; reflected, or repeated where the image is smaller than
-  the padding) and the output is cropped back. Output pixels match the structure's.
-* "resize": both are resized to `size` (an int or (height, width), multiples of 16 of at least 32) or, by
-  default, to the structure's size rounded to the nearest multiple of 16; the output is resized back.
-  Giving `size` with the default policy means "resize".
+    result = translator("me.jpg", "portrait.jpg", from_photo="hed", return_aux=True)
+    result.image                                   # the aligned portrait at the model's size
+    translator("me.jpg", "portrait.jpg", from_photo="hed", paste_back=True)   # blended into me.jpg's own frame
+    masked, full = result.correspondence([(412, 300)])   # a point of me.jpg -> heat maps over portrait.jpg
+    result.match([(412, 300)])                     # -> the best-matching point of portrait.jpg, in its pixels
 
 Items of a batch with different sizes are run in separate groups, never padded to each other.
 """
@@ -32,7 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,88 +37,10 @@ from PIL import Image
 from torch import Tensor
 
 from matebit import speed
-from matebit.config import MIN_NET_SIDE, SIZE_STRIDE, ExperimentConfig, ModelConfig
+from matebit.config import ExperimentConfig, ModelConfig
 from matebit.errors import ImageInputError, InputError
+from matebit.image_processor import ImageProcessor, Prepared, SizePolicy, check_size_arg, prepare, resize, restore
 from matebit.io import ImageInput, Role, load_image, to_pil
-
-SizePolicy = Literal["trained", "pad", "resize"]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sizes
-
-
-@dataclass
-class _Prepared:
-    """One pair at network size, and what is needed to map results back."""
-
-    structure: Tensor  # (C, Hn, Wn) in [0, 1]
-    exemplar: Tensor  # (3, Hn, Wn) in [-1, 1]
-    size: tuple[int, int]  # structure's original (H, W): the output size
-    exemplar_size: tuple[int, int]  # exemplar's original (H, W)
-    policy: SizePolicy
-
-    @property
-    def net_size(self) -> tuple[int, int]:
-        return tuple(self.structure.shape[-2:])
-
-
-def _resize(t: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
-    """Resize (C, H, W) or (B, C, H, W); antialiased when shrinking."""
-    if tuple(t.shape[-2:]) == tuple(size):
-        return t
-    x = t if t.dim() == 4 else t[None]
-    x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=mode in ("bilinear", "bicubic"))
-    return x if t.dim() == 4 else x[0]
-
-
-def _round_size(h: int, w: int) -> tuple[int, int]:
-    s = SIZE_STRIDE
-    return max(MIN_NET_SIDE, round(h / s) * s), max(MIN_NET_SIDE, round(w / s) * s)
-
-
-def _check_size_arg(size: Any) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    s = SIZE_STRIDE
-    if len(hw) != 2 or not all(isinstance(v, int) and v >= MIN_NET_SIDE and v % s == 0 for v in hw):
-        raise InputError(f"size must be an int or (height, width) of multiples of {SIZE_STRIDE}, at least "
-                         f"{MIN_NET_SIDE}, got {size!r}")
-    return hw
-
-
-def _pad(t: Tensor, pw: int, ph: int) -> Tensor:
-    """(C, H, W) padded on the right and bottom: reflected, or repeated where the image is not bigger than the
-    padding (reflection needs that), e.g. a 16 px side padded to 32."""
-    if not (pw or ph):
-        return t
-    h, w = t.shape[-2:]
-    mode = "reflect" if pw < w and ph < h else "replicate"
-    return F.pad(t[None], (0, pw, 0, ph), mode=mode)[0]
-
-
-def _prepare(structure: Tensor, exemplar: Tensor, policy: SizePolicy, size: tuple[int, int] | None) -> _Prepared:
-    h, w = structure.shape[-2:]
-    ex_size = tuple(exemplar.shape[-2:])
-    if policy == "pad":
-        ex = _resize(exemplar, (h, w), "bicubic").clamp(-1, 1)
-        ph, pw = max(MIN_NET_SIDE, h + -h % SIZE_STRIDE) - h, max(MIN_NET_SIDE, w + -w % SIZE_STRIDE) - w
-        # Reflect, not zeros: a black border would read as structure (an edge) or as a dark exemplar region.
-        s, ex = _pad(structure, pw, ph), _pad(ex, pw, ph)
-    else:
-        target = size or _round_size(h, w)
-        s = _resize(structure, target).clamp(0, 1)
-        ex = _resize(exemplar, target, "bicubic").clamp(-1, 1)
-    return _Prepared(s, ex, (h, w), ex_size, policy)
-
-
-def _restore(t: Tensor, prep: _Prepared, mode: str = "bilinear") -> Tensor:
-    """A (B, C, h, w) map on the network's canvas (any resolution) -> (B, C, H, W) at the structure's size."""
-    t = _resize(t, prep.net_size, mode)
-    if prep.policy == "pad":
-        return t[..., : prep.size[0], : prep.size[1]]
-    return _resize(t, prep.size, mode)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,36 +51,50 @@ def _restore(t: Tensor, prep: _Prepared, mode: str = "bilinear") -> Tensor:
 class TranslationResult:
     """Outputs of one call with `return_aux=True`; every list has one entry per input pair.
 
-    images: the translations (PIL 'RGB', the structure's size).
+    images: the translations (PIL 'RGB', the structure's size; for aligned photos the aligned portrait, or the
+        structure photo's frame with `paste_back`).
     warped: the exemplar warped by the last MAT block's correspondence (Eq. 9), upsampled to the output size;
         None for a model without MAT blocks.
     uncor_weight: the weight of X_uncor in Eq. 5 for the last block (PIL 'L'): white (1) = no reliable match
         in the exemplar, so the structure's own features fill in; black (0) = fully matched. None without MAT.
+    photos: per pair, the `matebit.image_processor.PhotoPair` when the inputs were photos (the aligned crops, the
+        structure map and the alignments), else None.
     """
 
     images: list[Image.Image]
     warped: list[Image.Image | None]
     uncor_weight: list[Image.Image | None]
+    photos: list[Any] = field(default_factory=list)
     _translator: "Translator" = field(repr=False, default=None)
-    _prepared: list[_Prepared] = field(repr=False, default_factory=list)
+    _prepared: list[Prepared] = field(repr=False, default_factory=list)
 
     @property
     def image(self) -> Image.Image:
         return self.images[0]
 
-    def correspondence(self, points_xy: Any, block: int = -1, item: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Where query points of the structure map look in the exemplar: (masked, full) heat maps.
-
-        points_xy: (P, 2) or (2,) pixel coordinates (x, y) in the structure image of pair `item`.
-        Returns two float32 arrays (P, H_ex, W_ex) at the exemplar's original size, each map summing to 1:
-        `masked` is MAT's softmax(alpha * ReLU(cos)), `full` the unmasked softmax(alpha * cos) (Fig. 1).
-        The MAT block is `block` (default: the last). Reruns the generator for that one pair.
-        """
+    def _check(self, item: int) -> Prepared:
         if self._translator is None:
             raise RuntimeError("this result is not attached to a Translator")
         if not -len(self._prepared) <= item < len(self._prepared):
             raise IndexError(f"item {item} out of range for {len(self._prepared)} pair(s)")
-        return self._translator._correspondence(self._prepared[item], points_xy, block)
+        return self._prepared[item]
+
+    def correspondence(self, points_xy: Any, block: int = -1, item: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Where query points of the structure look in the exemplar: (masked, full) heat maps.
+
+        points_xy: (P, 2) or (2,) pixel coordinates (x, y) in the structure image of pair `item` (for photos: the
+        structure photo's own pixels, mapped through its alignment).
+        Returns two float32 arrays (P, H_ex, W_ex) over the exemplar's own pixels (for photos: the exemplar photo,
+        the alignment undone), each map summing to 1: `masked` is MAT's softmax(alpha * ReLU(cos)), `full` the
+        unmasked softmax(alpha * cos) (Fig. 1). The MAT block is `block` (default: the last). Reruns the generator
+        for that one pair.
+        """
+        return self._translator._correspondence(self._check(item), points_xy, block)
+
+    def match(self, points_xy: Any, block: int = -1, item: int = 0, rows: str = "masked") -> np.ndarray:
+        """(P, 2) points of the exemplar (its own pixels, as `correspondence`) that the query points match best: the
+        centre of the token with the most attention (`rows`: "masked" or "full")."""
+        return self._translator._match(self._check(item), points_xy, block, rows)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -219,9 +151,11 @@ class Translator:
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,
                  device: str | torch.device = "auto", dtype: Any = None, owned: bool = False,
-                 source: str | None = None, compile: str | None = None):
+                 source: str | None = None, compile: str | None = None, processor: ImageProcessor | None = None):
         self.config = config.model if isinstance(config, ExperimentConfig) else config
         self.trained_size = config.train.image_size if isinstance(config, ExperimentConfig) else None
+        # How the model's recipe made its inputs from photos (face template, HED size): matebit.image_processor.
+        self.processor = processor or ImageProcessor(None, self.trained_size)
         self.source = source or "the model"
         self.device = resolve_device(device)
         self.precision = _resolve_dtype(dtype)
@@ -245,7 +179,10 @@ class Translator:
         folder = resolve_model(directory)
         generator, _ = load_pretrained(folder, device=dev)
         # The whole config (an ExperimentConfig from training also has the size the model was trained at).
-        return cls(generator, load_config(folder), dev, dtype, owned=True, source=str(directory), compile=compile)
+        config = load_config(folder)
+        processor = ImageProcessor.from_pretrained(folder, config)
+        return cls(generator, config, dev, dtype, owned=True, source=str(directory), compile=compile,
+                   processor=processor)
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 
@@ -309,12 +246,20 @@ class Translator:
                                                        query_index=query_index.to(self.device))
 
     def __call__(self, structure: Any, exemplar: Any, size_policy: SizePolicy = "trained",
-                 return_aux: bool = False, batch_size: int = 8, size: int | tuple[int, int] | None = None):
+                 return_aux: bool = False, batch_size: int = 8, size: int | tuple[int, int] | None = None,
+                 from_photo: str | None = None, align: bool | None = None, paste_back: bool = False,
+                 max_side: int | None = None):
         """Translate structure map(s) with exemplar(s).
 
         A single pair gives a PIL image; lists (or 4-D tensors) give a list, with a single structure or
         exemplar shared across the other side's list. `return_aux=True` gives a `TranslationResult`
-        instead. `size_policy` and `size` are described in the module docstring.
+        instead. `size_policy` and `size` are described in `matebit.image_processor`.
+
+        Photos: `from_photo` ("hed", "canny", "landmarks") converts the structure inputs, which are photos. With a
+        face model (its folder records a face template) both photos are first aligned to that template (`align=False`
+        skips it; for a face model an exemplar photo is aligned even when the structure is a ready map), and the
+        output is the aligned portrait at the model's size; `paste_back=True` blends it into the structure photo's
+        own frame instead. `max_side` reads photos at most that long on their longer side.
         """
         if size_policy not in ("trained", "pad", "resize"):
             raise InputError(f"size_policy must be 'trained', 'pad' or 'resize', got {size_policy!r}")
@@ -322,13 +267,20 @@ class Translator:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
         if size is not None and size_policy == "pad":
             raise InputError("size is used only with size_policy='resize' (or the default, 'trained')")
-        target = _check_size_arg(size)
+        target = check_size_arg(size)
         if size_policy == "trained":
             if target is None and self.trained_size:
                 target = (self.trained_size, self.trained_size)
             size_policy = "resize" if target is not None else "pad"
+        photos, photos_batched = self._photo_pairs(structure, exemplar, from_photo, align, paste_back, max_side)
+        if photos is not None:
+            structure, exemplar = [p.structure_map for p in photos], [p.exemplar for p in photos]
         structures, exemplars, batched = self._load_pairs(structure, exemplar)  # all validation happens here
-        prepared = [_prepare(s, e, size_policy, target) for s, e in zip(structures, exemplars)]
+        if photos is not None:
+            batched = photos_batched
+        prepared = [prepare(s, e, size_policy, target) for s, e in zip(structures, exemplars)]
+        for i, p in enumerate(prepared):
+            p.photos = photos[i] if photos is not None else None
 
         outputs: list[tuple[Tensor, Tensor | None, Tensor | None]] = [None] * len(prepared)  # type: ignore
         groups: dict[tuple[int, int], list[int]] = {}
@@ -346,45 +298,146 @@ class Translator:
 
         images, warped, uncor = [], [], []
         for p, (img, wrp, unc) in zip(prepared, outputs):
-            images.append(to_pil(_restore(img, p, "bicubic")[0].clamp(-1, 1), -1.0))
-            warped.append(to_pil(_restore(wrp, p)[0].clamp(-1, 1), -1.0) if wrp is not None else None)
-            uncor.append(to_pil(_restore(unc, p)[0].clamp(0, 1), 0.0) if unc is not None else None)
+            image = to_pil(restore(img, p, "bicubic")[0].clamp(-1, 1), -1.0)
+            if paste_back:
+                image = p.photos.structure_align.paste_back(p.photos.structure_photo, image)
+            images.append(image)
+            warped.append(to_pil(restore(wrp, p)[0].clamp(-1, 1), -1.0) if wrp is not None else None)
+            uncor.append(to_pil(restore(unc, p)[0].clamp(0, 1), 0.0) if unc is not None else None)
         if return_aux:
-            return TranslationResult(images, warped, uncor, _translator=self, _prepared=prepared)
+            return TranslationResult(images, warped, uncor, [p.photos for p in prepared], _translator=self,
+                                     _prepared=prepared)
         return images if batched else images[0]
 
-    def _correspondence(self, prep: _Prepared, points_xy: Any, block: int) -> tuple[np.ndarray, np.ndarray]:
-        n_blocks = self.config.n_mat_blocks
-        if n_blocks == 0:
-            raise InputError("this model has no MAT blocks, so it has no correspondence to show")
-        if not -n_blocks <= block < n_blocks:
-            raise IndexError(f"block {block} out of range for a model with {n_blocks} MAT blocks")
+    def _photo_pairs(self, structure: Any, exemplar: Any, from_photo: str | None, align: bool | None,
+                     paste_back: bool, max_side: int | None) -> tuple[list[Any] | None, bool]:
+        """(the inputs as `PhotoPair`s, batched?) when they are photos (a conversion, an alignment or both apply),
+        else (None, False)."""
+        from matebit.image_processor import PhotoPair
+
+        s_items, s_batched = self._as_items(structure, "structure")
+        if all(isinstance(x, PhotoPair) for x in s_items):  # made by `processor.photos` already
+            pairs = s_items
+        else:
+            aligned = self.processor.is_face_model and align is not False
+            if align and not self.processor.is_face_model:
+                raise InputError(f"{self.source}: align=True, but this model records no face template (not a face "
+                                 f"model); pass align=False")
+            if from_photo is None and not aligned:
+                if paste_back:
+                    raise InputError("paste_back needs a structure photo (from_photo) aligned by a face model")
+                return None, False
+            e_items, e_batched = self._as_items(exemplar, "exemplar")
+            if s_batched and e_batched and len(s_items) != len(e_items):
+                raise ImageInputError(f"{len(s_items)} structure inputs but {len(e_items)} exemplars; give as many "
+                                      f"exemplars as structures, or a single one for all")
+            n = max(len(s_items), len(e_items))
+            s_items = s_items * (n if len(s_items) == 1 else 1)
+            e_items = e_items * (n if len(e_items) == 1 else 1)
+            s_batched = s_batched or e_batched
+            pairs = [self.processor.photos(s, e, from_photo, align, max_side) for s, e in zip(s_items, e_items)]
+        if paste_back and any(p.structure_align is None for p in pairs):
+            raise InputError("paste_back needs a structure photo (from_photo) aligned by a face model")
+        return pairs, s_batched
+
+    def _points_on_canvas(self, prep: Prepared, points_xy: Any) -> np.ndarray:
+        """Query points of the structure (photo) -> pixels of the network's canvas, checked."""
         pts = np.asarray(points_xy, dtype=np.float64)
         if pts.ndim == 1:
             pts = pts[None]
         if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
             raise InputError(f"points_xy must be (P, 2) pixel coordinates (x, y), got shape {pts.shape}")
+        s_align = prep.photos.structure_align if prep.photos is not None else None
+        s_photo = prep.photos.structure_photo if prep.photos is not None else None
         h, w = prep.size
-        bad = ~np.isfinite(pts).all(1) | (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
+        if s_align is not None:
+            W, H = s_align.photo_size
+        elif s_photo is not None:  # a photo converted at another size than its map's
+            W, H = s_photo.size
+        else:
+            W, H = w, h
+        bad = ~np.isfinite(pts).all(1) | (pts[:, 0] < 0) | (pts[:, 0] >= W) | (pts[:, 1] < 0) | (pts[:, 1] >= H)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"point {i} {tuple(pts[i])} lies outside the {w}x{h} structure image")
+            raise InputError(f"point {i} {tuple(pts[i])} lies outside the {W}x{H} structure image")
+        if s_align is not None:
+            pts = s_align.to_crop(pts)
+            side = s_align.side
+            out = ~((pts >= -0.5) & (pts <= side - 0.5)).all(1)
+            if out.any():
+                i = int(np.flatnonzero(out)[0])
+                raise InputError(f"point {i} {tuple(np.asarray(points_xy, np.float64).reshape(-1, 2)[i])} lies "
+                                 f"outside the aligned face crop (the part of the photo the model sees)")
+            pts = np.clip(pts, 0, side - 1e-3)
+        elif s_photo is not None and (W, H) != (w, h):
+            pts = (pts + 0.5) * np.array([w / W, h / H]) - 0.5
         hn, wn = prep.net_size
         if prep.policy == "resize":  # structure pixels -> network canvas
             pts = pts * np.array([wn / w, hn / h])
+        return pts
+
+    def _block_index(self, block: int) -> None:
+        n_blocks = self.config.n_mat_blocks
+        if n_blocks == 0:
+            raise InputError("this model has no MAT blocks, so it has no correspondence to show")
+        if not -n_blocks <= block < n_blocks:
+            raise IndexError(f"block {block} out of range for a model with {n_blocks} MAT blocks")
+
+    def _probe_points(self, prep: Prepared, points_xy: Any, block: int):
+        """(the probe of the query points' rows, token grid (gh, gw)) for points of the structure (photo)."""
+        self._block_index(block)
+        pts = self._points_on_canvas(prep, points_xy)
+        hn, wn = prep.net_size
         index = self.generator.point_to_token(torch.from_numpy(pts), hn, wn)
-        probe = self._probe(prep.structure[None], prep.exemplar[None], index)
-        gh, gw = self.generator.token_grid(hn, wn)
+        return self._probe(prep.structure[None], prep.exemplar[None], index), self.generator.token_grid(hn, wn)
+
+    def _match(self, prep: Prepared, points_xy: Any, block: int, rows: str) -> np.ndarray:
+        if rows not in ("masked", "full"):
+            raise InputError(f"rows must be 'masked' or 'full', got {rows!r}")
+        probe, (gh, gw) = self._probe_points(prep, points_xy, block)
+        hn, wn = prep.net_size
+        best = probe.rows(rows, block)[0].float().argmax(-1).cpu().numpy()  # (P,) token index
+        # Token centres on the canvas, then the exemplar as the canvas holds it (resized, or padded), then its photo.
+        xy = np.stack([(best % gw + 0.5) * wn / gw - 0.5, (best // gw + 0.5) * hn / gh - 0.5], 1)
+        eh, ew = prep.exemplar_size
+        if prep.policy == "pad":
+            h, w = prep.size
+            xy = xy * np.array([ew / w, eh / h])
+        else:
+            xy = (xy + 0.5) * np.array([ew / wn, eh / hn]) - 0.5
+        e_align = prep.photos.exemplar_align if prep.photos is not None else None
+        return e_align.to_photo(xy) if e_align is not None else xy
+
+    def _correspondence(self, prep: Prepared, points_xy: Any, block: int) -> tuple[np.ndarray, np.ndarray]:
+        probe, (gh, gw) = self._probe_points(prep, points_xy, block)
+        e_align = prep.photos.exemplar_align if prep.photos is not None else None
         maps = []
         for rows in (probe.rows("masked", block), probe.rows("full", block)):
             heat = rows[0].float().reshape(-1, 1, gh, gw)  # (P, 1, gh, gw)
-            heat = _restore(heat, prep)  # exemplar as resized to the structure's canvas
-            heat = _resize(heat, prep.exemplar_size).clamp_min(0)[:, 0]
+            heat = restore(heat, prep)  # exemplar as resized to the structure's canvas
+            heat = resize(heat, prep.exemplar_size).clamp_min(0)[:, 0]
+            if e_align is not None:  # the aligned crop -> the exemplar photo's own pixels
+                heat = torch.from_numpy(_unalign_maps(heat.cpu().numpy(), e_align))
             total = heat.sum(dim=(1, 2), keepdim=True)
             # All mass can only vanish if it sat in the padding; fall back to uniform rather than divide by 0.
             heat = torch.where(total > 0, heat / total.clamp_min(1e-30), torch.full_like(heat, 1.0 / heat[0].numel()))
             maps.append(heat.cpu().numpy().astype(np.float32))
         return maps[0], maps[1]
+
+
+def _unalign_maps(maps: np.ndarray, aligned: Any) -> np.ndarray:
+    """(P, s, s) maps over an aligned crop -> (P, H, W) over the photo it was cut from (mass outside the photo is
+    lost; the caller renormalises)."""
+    import cv2
+
+    from matebit.align import invert
+
+    side = maps.shape[-1]
+    a = aligned.resized(side) if side != aligned.side else aligned
+    W, H = aligned.photo_size
+    back = invert(a.matrix)
+    return np.stack([cv2.warpAffine(m.astype(np.float32), back, (W, H), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT) for m in maps])
 
 
 __all__ = ["TranslationResult", "Translator"]

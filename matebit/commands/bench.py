@@ -72,12 +72,9 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("nothing to score: pass --model DIR and/or --presets a,b,c")
     if args.pairs < 1:
         raise InputError(f"--pairs must be >= 1, got {args.pairs}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise InputError("--seeds: give at least one seed")
+    from matebit.commands import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
     out = Path(args.out)
     base = DemoSettings(seed=seeds[0], n_pairs=args.pairs)
     if args.steps is not None:

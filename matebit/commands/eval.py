@@ -8,6 +8,10 @@ JSON lines and lay them out as the paper's Table 1 / Table 2 in Markdown.
                                                           the moved-exemplar protocol (matebit/metrics/moved.py):
                                                           validation pairs of different people, the exemplar moved
                                                           by a known similarity transform, exact landmark truth
+  matebit eval moved --model NAME --photos DIR --out DIR [--held-out DATA] [--seeds 0,1,2]
+                                                          the same on photos as a user gives them (landmark files
+                                                          beside them): the face model's whole pipeline, alignment
+                                                          included, scored in the photos' own pixels
 
 Every run appends to OUT/metrics.jsonl and rewrites OUT/report.md from it. Weight files are checked before any
 work starts, so a missing FID or VGG19 file fails at once with the file's name (nothing is downloaded).
@@ -48,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mv.add_argument("--pairs", type=int, default=64, metavar="N",
                     help="ordered pairs of different people (default %(default)s; 0 = all)")
     mv.add_argument("--seed", type=int, default=0, help="fixes the pairs and the transforms (default %(default)s)")
+    mv.add_argument("--photos", metavar="DIR",
+                    help="instead of --data: photos with landmark files beside them (NAME.json or webmorph NAME.tem), "
+                         "scored through the model's whole photo pipeline (conversion, face alignment)")
+    mv.add_argument("--held-out", metavar="DATA",
+                    help="with --photos: only the people a prepared face folder holds out for validation "
+                         "(its meta.json split)")
+    mv.add_argument("--seeds", metavar="LIST",
+                    help="with --photos: comma-separated pair draws, reported as mean and sd over them "
+                         "(default: --seed)")
+    mv.add_argument("--from-photo", default="hed", metavar="METHOD",
+                    help="with --photos: how structure maps are made from the photos (default %(default)s)")
+    mv.add_argument("--no-align", action="store_true", help="with --photos: skip the face alignment")
     m = parser.add_argument_group("metrics")
     m.add_argument("--metrics", metavar="LIST",
                    help="comma-separated names (fid, kid, swd, texture, color, semantic, lpips, psnr, ssim, pck, "
@@ -195,6 +211,54 @@ def _check_args(args: argparse.Namespace) -> None:
         raise NotAFolderError(f"{out}: --out must be a folder for evaluation runs")
 
 
+def _held_out(data: str) -> list[str]:
+    import json
+
+    path = Path(data) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return [str(i) for i in meta["split"]["val"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a prepared face folder's meta.json with a validation split ({exc})") from None
+
+
+def _moved_photos(args: argparse.Namespace) -> int:
+    import json
+
+    from matebit.inference import Translator, resolve_device
+    from matebit.io import atomic_write_bytes
+    from matebit.metrics.moved import (PhotoMovedSettings, evaluate_moved_photos, format_photo_draws,
+                                       landmarked_photos, summarise_photo_draws)
+
+    if not (args.model and args.out):
+        raise InputError("`matebit eval moved --photos DIR` needs --model DIR|NAME and --out DIR")
+    if args.pairs < 1:
+        raise InputError("--pairs must be >= 1 with --photos")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotAFolderError(f"{out}: --out must be a folder")
+    from matebit.commands import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    photos = landmarked_photos(args.photos, _held_out(args.held_out) if args.held_out else None)
+    translator = Translator.from_pretrained(args.model, device=str(resolve_device(args.device)), dtype="fp32")
+    out.mkdir(parents=True, exist_ok=True)
+    draws = []
+    for i, seed in enumerate(seeds):
+        draws.append(evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=args.pairs, seed=seed),
+                                           from_photo=args.from_photo, align=False if args.no_align else None,
+                                           figure=out / "pairs.png" if i == 0 else None))
+    summary = summarise_photo_draws(draws)
+    data = {"model": str(args.model), "photos": str(args.photos), "held_out": args.held_out, "seeds": seeds,
+            "n_photos": len(photos), "summary": summary, "draws": draws}
+    atomic_write_bytes(out / "moved-photos.json", (json.dumps(data, indent=1) + "\n").encode())
+    table = format_photo_draws(summary, markdown=True)
+    atomic_write_bytes(out / "moved-photos.md", ("# Moved-exemplar evaluation on photos\n\n" + table + "\n").encode())
+    print(format_photo_draws(summary))
+    print(f"wrote {out / 'moved-photos.json'}, {out / 'moved-photos.md'} and {out / 'pairs.png'}")
+    return 0
+
+
 def _moved(args: argparse.Namespace) -> int:
     from matebit.inference import resolve_device
     from matebit.io import atomic_write_bytes
@@ -202,6 +266,10 @@ def _moved(args: argparse.Namespace) -> int:
 
     if len(args.action) != 1:
         raise InputError("`matebit eval moved` takes no file arguments; give --model, --data and --out")
+    if args.photos:
+        if args.data:
+            raise InputError("give --data (a prepared folder) or --photos (photos with landmark files), not both")
+        return _moved_photos(args)
     if not (args.model and args.data and args.out):
         raise InputError("`matebit eval moved` needs --model DIR|NAME, --data DIR and --out DIR")
     if args.pairs < 0:

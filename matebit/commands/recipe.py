@@ -28,8 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--val-identities", type=int, default=12, help="people held out (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split and pairs seed (default %(default)s)")
     p.add_argument("--hed-size", type=int, help="side HED runs at (default: max(256, 2 x size))")
-    p.add_argument("--eval-pairs", type=int, default=64, help="moved pairs to score (default %(default)s; 0 = all)")
-    p.add_argument("--eval-seed", type=int, default=0, help="fixes the moved pairs (default %(default)s)")
+    p.add_argument("--variants", type=int, default=8,
+                   help="versions of each aligned training photo: the plain one and the rest with other backdrops, "
+                        "clothes, light and framing (default %(default)s)")
+    p.add_argument("--backdrops", metavar="DIR",
+                   help="a folder of images to cut training backdrops from, besides scikit-image's samples")
+    p.add_argument("--eval-pairs", type=int, default=40, help="moved pairs per draw (default %(default)s)")
+    p.add_argument("--eval-seeds", default="0,1,2,3,4", metavar="LIST",
+                   help="pair draws, reported as mean and sd (default %(default)s)")
+    p.add_argument("--eval-photos", action="append", default=[], metavar="DIR",
+                   help="also score the model on these photos (landmark files beside them: NAME.json or NAME.tem)")
+    p.add_argument("--people-info", metavar="CSV",
+                   help="the set's information file (face_id, face_age, face_gender, face_eth) for the card")
     p.add_argument("--name", help="the model's name on its card (default faces-hed-<size>)")
     p.add_argument("--data", help="where the prepared data go (default OUT/data; share it between runs)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -37,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from matebit.commands import parse_seeds
     from matebit.errors import InputError
     from matebit.recipes.faces import FaceRecipe, run_face_recipe
 
@@ -45,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     recipe = FaceRecipe(src=args.src, out=args.out, preset=args.preset, size=args.size, steps=args.steps,
                         overrides=list(args.overrides), perceptual=args.perceptual,
                         val_identities=args.val_identities, seed=args.seed, hed_size=args.hed_size,
-                        eval_pairs=args.eval_pairs, eval_seed=args.eval_seed, name=args.name, data=args.data)
+                        eval_pairs=args.eval_pairs, eval_seeds=tuple(parse_seeds(args.eval_seeds, '--eval-seeds')), eval_photos=list(args.eval_photos),
+                        people_info=args.people_info, name=args.name, data=args.data,
+                        variants=args.variants, backdrops=args.backdrops)
     run_face_recipe(recipe, progress=not args.no_progress, device=args.device)
     return 0

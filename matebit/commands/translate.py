@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output image (its extension picks the format), or a folder in batch mode (PNG)")
     parser.add_argument("--from-photo", metavar="METHOD",
                         help=f"the structure inputs are photos: convert them first ({', '.join(PHOTO_CONVERTERS)})")
+    parser.add_argument("--no-align", action="store_true",
+                        help="face models: use the photos as they are, without aligning their faces to the model's "
+                             "template")
+    parser.add_argument("--paste-back", action="store_true",
+                        help="face models with --from-photo: blend the translated face into the structure photo's "
+                             "own frame (default: the aligned portrait at the model's size)")
     parser.add_argument("--save-warped", nargs="?", const="", metavar="PATH",
                         help="also save the exemplar warped by the last MAT block (default: <out>_warped.png, "
                              "or <out>/warped/ in batch mode)")
@@ -310,35 +316,6 @@ def plan(args: argparse.Namespace) -> Plan:
 # Running
 
 
-def _converter(method: str):
-    from matebit.convert import PHOTO_CONVERTERS
-
-    if method == "pose":
-        raise InputError("--from-photo pose: pose maps are drawn from OpenPose JSON keypoints, not from photos; "
-                         "make them with `matebit prepare pose` and pass them as --structure")
-    if method not in PHOTO_CONVERTERS:
-        raise InputError(f"--from-photo: unknown method {method!r}; choose from {', '.join(PHOTO_CONVERTERS)}")
-    from matebit.convert import CONVERTERS
-
-    return CONVERTERS[method]
-
-
-def _recipe_hed(model: str, trained_size: int | None):
-    """For a model whose card records the side its recipe ran HED at (`hed_size`, e.g. the face recipe's): a
-    converter that makes the map as training did, `matebit.data.faces.face_structure(photo, trained size, "hed",
-    hed_size)`. None for other models (HED then runs at the photo's size, read under --max-size)."""
-    from matebit.weights import read_card_meta, resolve_model
-
-    meta = read_card_meta(resolve_model(model))
-    hed_size, size = meta.get("hed_size", ""), meta.get("trained_size", "")
-    size = int(size) if size.isdigit() else trained_size
-    if not hed_size.isdigit() or not size:
-        return None
-    from matebit.data.faces import face_structure
-
-    return lambda photo: face_structure(photo, size, "hed", int(hed_size))
-
-
 def _check_arguments(args: argparse.Namespace) -> str:
     """Refuse impossible flag values before anything is read; returns the size policy to use."""
     from matebit.config import MIN_NET_SIDE, SIZE_STRIDE
@@ -359,15 +336,13 @@ def _check_arguments(args: argparse.Namespace) -> str:
     return args.size_policy or "trained"
 
 
-def _read(path: Path, role: str, translator, max_size: int, convert=None):
-    """One input as the model's tensor, read at most `max_size` px on its longer side (before any conversion);
-    and its own (width, height), the size its output is restored to."""
+def _read(path: Path, role: str, translator, max_size: int):
+    """One input as the model's tensor, read at most `max_size` px on its longer side; and its own (width, height),
+    the size its output is restored to."""
     import torch.nn.functional as F
 
     name = str(path)
     if path.suffix.lower() == ".npy":
-        if convert is not None:
-            raise InputError(f"{path}: --from-photo converts photos; this is a .npy structure map already")
         t = translator.load(path, role, name)
         size = (t.shape[-1], t.shape[-2])
         w, h = fitted_size(*size, max_size) if max_size else size
@@ -380,9 +355,23 @@ def _read(path: Path, role: str, translator, max_size: int, convert=None):
     size = image.size
     if max_size:
         image = fit_side(image, max_size)
-    if convert is not None:
-        image = convert(image)
     return translator.load(image, role, name), size
+
+
+def _read_photos(job: Job, translator, args: argparse.Namespace):
+    """A pair of photos made ready by the model's image processor (conversion, face alignment); and the size its
+    output is restored to: the structure photo's own with --paste-back or without alignment, else None (the aligned
+    portrait keeps the model's size)."""
+    if job.structure.suffix.lower() == ".npy" and args.from_photo:
+        raise InputError(f"{job.structure}: --from-photo converts photos; this is a .npy structure map already")
+    with open_image(job.structure, name=str(job.structure)) as im:
+        size = im.size
+    pair = translator.processor.photos(job.structure, job.exemplar, args.from_photo, False if args.no_align else None,
+                                       args.max_size or None)
+    restored = None if pair.structure_align is not None and not args.paste_back else size
+    if pair.structure_align is None and pair.exemplar_align is not None:
+        restored = None  # a ready map with an aligned exemplar: the output has the map's frame
+    return pair, restored
 
 
 def _save(image, path: Path, size: tuple[int, int] | None = None) -> None:
@@ -402,7 +391,13 @@ def main(args: argparse.Namespace) -> int:
     from matebit.progress import progress
 
     policy = _check_arguments(args)
-    convert = _converter(args.from_photo) if args.from_photo else None
+    if args.from_photo == "pose":
+        raise InputError("--from-photo pose: pose maps are drawn from OpenPose JSON keypoints, not from photos; "
+                         "make them with `matebit prepare pose` and pass them as --structure")
+    from matebit.convert import PHOTO_CONVERTERS
+
+    if args.from_photo is not None and args.from_photo not in PHOTO_CONVERTERS:
+        raise InputError(f"--from-photo: unknown method {args.from_photo!r}; choose from {', '.join(PHOTO_CONVERTERS)}")
     work = plan(args)
     jobs = work.jobs
     if args.skip_existing:
@@ -417,8 +412,11 @@ def main(args: argparse.Namespace) -> int:
     speed.configure_cpu_threads(args.threads)  # the Translator keeps a count given here
     translator = Translator.from_pretrained(args.model, device=args.device, dtype=args.dtype, compile=args.compile)
     governor = speed.thread_governor(translator.device) if work.batched else None
-    if args.from_photo == "hed":
-        convert = _recipe_hed(args.model, translator.trained_size) or convert
+    aligned = translator.processor.is_face_model and not args.no_align
+    if args.paste_back and not (aligned and args.from_photo):
+        raise InputError("--paste-back needs --from-photo and a face model (one whose folder records a face "
+                         "template), without --no-align")
+    photo_mode = bool(args.from_photo) or aligned
     need_aux = any(j.warped or j.uncor for j in jobs)
     if need_aux and translator.config.n_mat_blocks == 0:
         raise InputError(f"{args.model}: this model has no MAT blocks, so no warped exemplar or uncor map to save")
@@ -431,8 +429,12 @@ def main(args: argparse.Namespace) -> int:
             chunk = []
             for job in jobs[start:start + args.batch_size]:
                 try:
-                    structure, size = _read(job.structure, "structure", translator, args.max_size, convert)
-                    exemplar, _ = _read(job.exemplar, "exemplar", translator, args.max_size)
+                    if photo_mode:
+                        structure, size = _read_photos(job, translator, args)
+                        exemplar = None
+                    else:
+                        structure, size = _read(job.structure, "structure", translator, args.max_size)
+                        exemplar, _ = _read(job.exemplar, "exemplar", translator, args.max_size)
                 except UserError as exc:
                     if not args.skip_errors:
                         raise
@@ -443,8 +445,9 @@ def main(args: argparse.Namespace) -> int:
             if not chunk:
                 continue
             result = translator([c[1] for c in chunk], [c[2] for c in chunk], size_policy=policy,
-                                return_aux=need_aux, batch_size=args.batch_size, size=args.size)
-            images = result.images if need_aux else result
+                                return_aux=True, batch_size=args.batch_size, size=args.size,
+                                paste_back=args.paste_back)
+            images = result.images
             try:
                 for i, (job, _, _, size) in enumerate(chunk):
                     _save(images[i], job.out, size)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -199,9 +200,12 @@ class FacesReport:
                 f"computed, {self.reused} reused, {self.seconds:.1f} s")
 
 
-def _settings(source: FaceSource, size: int, structure: str, hed_size: int | None) -> dict:
-    return {"source": str(source.root.resolve()), "size": size, "structure": structure,
-            "hed_size": hed_size if structure == "hed" else None}
+def _settings(source: FaceSource, size: int, structure: str, hed_size: int | None, aligned: dict | None = None) -> dict:
+    out = {"source": str(source.root.resolve()), "size": size, "structure": structure,
+           "hed_size": hed_size if structure == "hed" else None}
+    if aligned is not None:
+        out["aligned"] = aligned
+    return out
 
 
 def _clear_cache(dst: Path) -> None:
@@ -216,11 +220,16 @@ def _clear_cache(dst: Path) -> None:
 def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identities: int = 12, seed: int = 0,
                   structure: StructureKind = "hed", hed_size: int | None = None, exemplars: int = 4,
                   identities: Sequence[str] | int | None = None, device: str = "cpu", weights: str | None = None,
-                  progress: bool = True) -> FacesReport:
+                  progress: bool = True, template: "FaceTemplate | None" = None, variants: int = 1,
+                  backdrops: str | Path | None = None) -> FacesReport:
     """Write the paired-folder face data set (module docstring) from a London-faces folder; returns a report.
 
     size: side of the square images and maps. hed_size: the side HED runs at (default `default_hed_size(size)`).
     identities: use only these identities (or the first N), e.g. for a quick trial; None = all.
+    template: align every photo to this face template (`matebit.align`) instead of cropping its centre square, and
+    write `variants` versions of each training photo: the plain aligned one (`<stem>`) and `variants - 1` varied ones
+    (`<stem>_v<k>`: backdrop, clothes, light, framing, quality; `matebit.data.portraits`, backdrops also cut from the
+    images of `backdrops`). Validation photos get the plain aligned version only.
     """
     from matebit.progress import track
 
@@ -243,8 +252,16 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
         ids = sorted(identities)
     train_ids, val_ids = split_identities(ids, val_identities, seed)
     hed_size = (hed_size or default_hed_size(size)) if structure == "hed" else None
+    if variants < 1:
+        raise InputError(f"variants must be >= 1, got {variants}")
+    if template is None and (variants > 1 or backdrops is not None):
+        raise InputError("variants and backdrops need aligned faces (a face template)")
+    aligned = None
+    if template is not None:
+        aligned = {"template": template.to_dict(), "variants": variants,
+                   "backdrops": str(Path(backdrops).resolve()) if backdrops else None}
 
-    settings = _settings(source, size, structure, hed_size)
+    settings = _settings(source, size, structure, hed_size, aligned)
     marker = dst / _SETTINGS_FILE
     dst.mkdir(parents=True, exist_ok=True)
     try:
@@ -266,6 +283,10 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
                 stem = f"{ident}_{expr}"
                 stems_by_id.setdefault(ident, []).append(stem)
                 jobs.append((ident, expr, stem))
+    if template is not None:
+        _prepare_aligned(source, dst, jobs, set(train_ids), size, structure, hed_size, template, variants, backdrops,
+                         seed, device, weights, progress, report, stems_by_id)
+        jobs = []
     for ident, expr, stem in track(jobs, "prepare faces", "images", quiet=not progress):
         targets = {"images": dst / "images" / f"{stem}.png", "structure": dst / "structure" / f"{stem}.png"}
         if expr == "neutral":
@@ -309,6 +330,61 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
     atomic_write_bytes(dst / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _prepare_aligned(source: FaceSource, dst: Path, jobs: list, train_ids: set, size: int, structure: str,
+                     hed_size: int | None, template, variants: int, backdrops, seed: int, device: str,
+                     weights: str | None, progress: bool, report: FacesReport, stems_by_id: dict) -> None:
+    """The aligned data set: per photo, its plain aligned version and (training photos) its varied versions, each
+    image with the structure map made from that very image. Extends `stems_by_id` with the variants' stems."""
+    from matebit.align import find_face
+    from matebit.progress import track
+
+    from .portraits import backdrop_pool, make_variant, portrait_layers
+
+    hed_side = hed_size if structure == "hed" else size
+    pool = None
+    for ident, expr, stem in track(jobs, "prepare faces", "photos", quiet=not progress):
+        k_max = variants if ident in train_ids else 1
+        names = [stem] + [f"{stem}_v{k}" for k in range(1, k_max)]
+        if ident in train_ids:
+            stems_by_id[ident].extend(names[1:])
+        todo = [n for n in names if not ((dst / "images" / f"{n}.png").is_file()
+                                         and (dst / "structure" / f"{n}.png").is_file())]
+        need_landmarks = expr == "neutral" and not (dst / "landmarks" / f"{stem}.json").is_file()
+        report.reused += 2 * (len(names) - len(todo)) + int(expr == "neutral" and not need_landmarks)
+        if not todo and not need_landmarks:
+            continue
+        photo_path = source.photos[ident][expr]
+        photo = np.asarray(open_image(photo_path, transpose_exif=False, error=DataError).convert("RGB"))
+        face = find_face(photo, str(photo_path), warn=lambda msg: None)
+        points = None
+        if expr == "neutral":
+            from matebit.metrics.evalset import load_landmarks
+
+            points = load_landmarks(source.landmarks[ident]).points
+        layers = portrait_layers(photo, face.landmarks) if k_max > 1 else None
+        if k_max > 1 and pool is None:
+            pool = backdrop_pool(backdrops)
+        for k, name in enumerate(names):
+            if name not in todo and not (k == 0 and need_landmarks):
+                continue
+            rng = None if k == 0 else np.random.default_rng([seed, zlib.crc32(name.encode()), k])
+            crop, moved = make_variant(photo, face.landmarks, layers, template, hed_side, rng, pool or (),
+                                       points=points)
+            crop_im = Image.fromarray(crop)
+            if name in todo:
+                _save_png(crop_im.resize((size, size), Image.LANCZOS) if hed_side != size else crop_im,
+                          dst / "images" / f"{name}.png")
+                _save_png(face_structure(crop_im, size, structure, hed_size, device, weights),
+                          dst / "structure" / f"{name}.png")
+                report.computed += 2
+            if k == 0 and need_landmarks and moved is not None:
+                pts = (moved + 0.5) * (size / hed_side) - 0.5
+                data = {"template": "webmorph-FRL-189", "size": [size, size],
+                        "points": [[round(float(x), 3), round(float(y), 3)] for x, y in pts]}
+                atomic_write_bytes(dst / "landmarks" / f"{stem}.json", json.dumps(data).encode("utf-8"))
+                report.computed += 1
 
 
 def _save_png(image: Image.Image, path: Path) -> None:

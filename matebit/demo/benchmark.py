@@ -39,10 +39,11 @@ from matebit.data.synthetic import KEYPOINT_NAMES, Sample, SyntheticFaces
 from matebit.config import TOKEN_STRIDE
 from matebit.io import format_table as _format_table, from_uint8, to_uint8
 from matebit.metrics import attention_to_points, pck, psnr
+from matebit.metrics.correspondence import token_centres
 
 __all__ = ["BENCH_SEED", "PSNR_CAP", "QualityPair", "PairResult", "QualityReport", "held_out_pairs", "aggregate",
            "reliability_stats",
-           "part_colour_error", "capped_psnr", "structure_rgb", "token_centres", "pair_tensors", "run_generator",
+           "part_colour_error", "capped_psnr", "structure_rgb", "pair_tensors", "run_generator",
            "evaluate_generator", "evaluate_baselines", "table_cells", "format_table", "write_json"]
 
 BENCH_SEED = 20230601  # not any training seed: the faces of the benchmark are never trained on
@@ -229,11 +230,10 @@ def reliability_stats(uncor: np.ndarray) -> dict:
             "uncor_hist": np.histogram(u, bins=10, range=(0.0, 1.0))[0].tolist()}
 
 
-def token_centres(points: np.ndarray, size: int) -> np.ndarray:
-    """Each (x, y) point moved to the centre of its cell of the 1/8 token grid: where an argmax can land."""
+def _token_centres(points: np.ndarray, size: int) -> np.ndarray:
+    """Each point moved to the centre of its token cell on a square image: where an argmax can land."""
     grid = size // TOKEN_STRIDE
-    cell = np.clip(np.floor(np.asarray(points, np.float64) * grid / size), 0, grid - 1)
-    return (cell + 0.5) * size / grid
+    return token_centres(points, (grid, grid), (size, size))
 
 
 def evaluate_baselines(results: Sequence[PairResult], size: int) -> dict[str, dict[str, float]]:
@@ -243,7 +243,7 @@ def evaluate_baselines(results: Sequence[PairResult], size: int) -> dict[str, di
     true = [r.true_points for r in results]
     # Copying the exemplar matches each point to the same place: the identity correspondence, read on the token
     # grid like the model's argmax so that both are equally quantised.
-    ident = _pooled_pck((token_centres(r.query_points, size) for r in results), true, size)
+    ident = _pooled_pck((_token_centres(r.query_points, size) for r in results), true, size)
     nan = {f"pck@{a:g}": float("nan") for a in ALPHAS}
     return {
         "exemplar (copy)": {**ident, "colour_error": float(np.mean([s["colour_error"] for s in ex])),
@@ -251,7 +251,7 @@ def evaluate_baselines(results: Sequence[PairResult], size: int) -> dict[str, di
         "structure map": {**nan, "colour_error": float(np.mean([s["colour_error"] for s in st])),
                           "psnr": float(np.mean([s["psnr"] for s in st]))},
         # A perfect argmax still reports a token centre, so PCK@0.05 cannot reach 1 on coarse grids.
-        "grid ceiling (PCK only)": {**_pooled_pck((token_centres(t, size) for t in true), true, size),
+        "grid ceiling (PCK only)": {**_pooled_pck((_token_centres(t, size) for t in true), true, size),
                                     "colour_error": float("nan"), "psnr": float("nan")},
     }
 

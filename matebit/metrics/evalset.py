@@ -65,12 +65,15 @@ def load_label_map(item: ImageLike) -> np.ndarray:
 
 
 def load_landmarks(item: Union[str, Path, np.ndarray, Landmarks], size: tuple[int, int] | None = None) -> Landmarks:
-    """Landmarks from a London-faces JSON file ({"template", "size": [w, h], "points": [[x, y], ...]}),
-    a .npy (P, 2) array, or an array plus `size`."""
+    """Landmarks from a London-faces JSON file ({"template", "size": [w, h], "points": [[x, y], ...]}), a webmorph
+    `.tem` file (its point count, then one "x y" line per point; `size` from the caller, as .tem files do not record
+    it), a .npy (P, 2) array, or an array plus `size`."""
     if isinstance(item, Landmarks):
         return item
     if isinstance(item, (str, Path)):
         p = Path(item)
+        if p.suffix == ".tem":
+            return _read_tem(p, size)
         if p.suffix == ".npy":
             pts = read_npy(p, error=InputError)
         else:
@@ -91,6 +94,19 @@ def load_landmarks(item: Union[str, Path, np.ndarray, Landmarks], size: tuple[in
     if size is None:
         raise InputError("landmarks given as an array need the image size (width, height)")
     return Landmarks(pts.astype(np.float64), (int(size[0]), int(size[1])))
+
+
+def _read_tem(path: Path, size: tuple[int, int] | None) -> Landmarks:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+        n = int(lines[0].strip())
+        pts = np.array([[float(v) for v in lines[1 + i].split()[:2]] for i in range(n)], np.float64)
+    except (OSError, ValueError, IndexError) as e:
+        raise InputError(f"{path}: not a webmorph .tem landmark file ({e})") from None
+    if size is None:
+        raise InputError(f"{path}: a .tem file records no image size; give the image's size")
+    template = f"webmorph-FRL-{n}" if n == 189 else f"webmorph-{n}"
+    return Landmarks(pts, (int(size[0]), int(size[1])), template)
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int | tuple[int, int] | None = None) -> torch.Tensor:

@@ -39,10 +39,11 @@ import torch
 
 from matebit.errors import InputError, MetricError
 
-from .correspondence import PCK_ALPHAS, ROW_KINDS, probe_matches, token_centres
+from .correspondence import PCK_ALPHAS, ROW_KINDS, pck, probe_matches, token_centres
 
 __all__ = ["MovedSettings", "MovedPair", "MovedReport", "similarity_matrix", "move_image", "move_points",
-           "draw_moved_pairs", "evaluate_moved", "format_moved"]
+           "draw_moved_pairs", "evaluate_moved", "format_moved", "PhotoMovedSettings", "LandmarkedPhoto",
+           "landmarked_photos", "cheek_colour", "evaluate_moved_photos", "summarise_photo_draws", "format_photo_draws"]
 
 IMAGE_METRICS = ("color", "texture", "semantic")
 
@@ -149,11 +150,6 @@ class MovedReport:
         data = clean(asdict(self))
         data["protocol"] = __doc__.split("\n\n", 1)[1].strip()
         return json.dumps(data, indent=1)
-
-
-def _pck(pred: np.ndarray, true: np.ndarray, side: float) -> dict[str, float]:
-    d = np.linalg.norm(pred - true, axis=1)
-    return {f"pck@{a:g}": float(np.mean(d <= a * side)) for a in PCK_ALPHAS}
 
 
 def _to_uint8_hwc(t: torch.Tensor) -> np.ndarray:
@@ -270,14 +266,15 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
     true = np.concatenate(trues)
     rows: dict[str, dict[str, float]] = {}
     for kind in ROW_KINDS:
-        row = _pck(np.concatenate(preds[kind]), true, side)
+        row = pck(np.concatenate(preds[kind]), true, (side, side), PCK_ALPHAS)
         mean = np.concatenate(soft_mean[kind])
         row["soft_error"] = float(np.mean(np.linalg.norm(mean - true, axis=1)) / side)
         row["soft_spread"] = float(np.mean(np.concatenate(soft_spread[kind])) / side)
         rows[f"MATEBIT ({kind} rows)"] = row
-    rows["identity guess"] = _pck(np.concatenate(idents), true, side)
-    rows["identity guess, exemplar not moved"] = _pck(np.concatenate(idents_still), np.concatenate(trues_still), side)
-    rows["grid ceiling"] = _pck(np.concatenate(ceils), true, side)
+    rows["identity guess"] = pck(np.concatenate(idents), true, (side, side), PCK_ALPHAS)
+    rows["identity guess, exemplar not moved"] = pck(np.concatenate(idents_still), np.concatenate(trues_still),
+                                                     (side, side), PCK_ALPHAS)
+    rows["grid ceiling"] = pck(np.concatenate(ceils), true, (side, side), PCK_ALPHAS)
 
     image_scores: dict[str, float] = {}
     if image_metrics:
@@ -350,4 +347,285 @@ def format_moved(report: MovedReport, markdown: bool = False) -> str:
     if report.image_scores:
         parts += ["", format_table(["image score ↑", "value"],
                                    [[k, f"{v:.4f}"] for k, v in report.image_scores.items()], markdown=markdown)]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The same protocol on photos as a user gives them: a face model's whole pipeline, alignment included
+
+
+@dataclass(frozen=True)
+class PhotoMovedSettings:
+    """Moved pairs of photos. The move is applied to the exemplar photo in its own frame, so the pipeline's
+    alignment must find the face again; the strength is that of a careless user's framing."""
+
+    pairs: int = 40
+    seed: int = 0
+    max_rotation: float = 20.0  # degrees
+    zoom: tuple[float, float] = (0.8, 1.2)
+    max_shift: float = 0.12  # share of the side, each axis
+    max_side: int = 512  # photos are read at most this long on their longer side, as `translate --max-size` does
+
+
+@dataclass
+class LandmarkedPhoto:
+    """A photo with its landmarks (the truth) in its own pixels, and the identity of the person in it."""
+
+    path: Path
+    landmarks: np.ndarray  # (P, 2)
+    identity: str
+    template: str = ""
+
+
+def landmarked_photos(folder: str | Path, identities: Sequence[str] | None = None) -> list[LandmarkedPhoto]:
+    """The photos of a folder that have a landmark file beside them (`NAME.json` in the London-faces format, or a
+    webmorph `NAME.tem`); sub-folders too. The identity of a photo is its stem with a trailing `_NN` view number
+    removed (`001_03` -> `001`). `identities`: keep only these."""
+    from PIL import Image
+
+    from matebit.io import IMAGE_EXTENSIONS
+
+    from .evalset import load_landmarks
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder (expected photos with landmark files: NAME.jpg + NAME.json/.tem)")
+    keep = set(identities) if identities is not None else None
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith(".") or not p.is_file():
+            continue
+        lm_file = next((p.with_suffix(s) for s in (".json", ".tem") if p.with_suffix(s).is_file()), None)
+        if lm_file is None:
+            continue
+        ident = p.stem.rsplit("_", 1)[0] if "_" in p.stem and p.stem.rsplit("_", 1)[1].isdigit() else p.stem
+        if keep is not None and ident not in keep:
+            continue
+        with Image.open(p) as im:
+            size = im.size
+        lm = load_landmarks(lm_file, size)
+        pts = lm.points
+        if tuple(lm.size) != tuple(size):  # a landmark file for a resized copy of the photo
+            from .evalset import scale_points
+
+            pts = scale_points(pts, lm.size, size)
+        out.append(LandmarkedPhoto(p, pts, ident, lm.template))
+    if not out:
+        raise InputError(f"{root}: no photos with landmark files (NAME.jpg + NAME.json or NAME.tem)")
+    counts = {len(x.landmarks) for x in out}
+    if len(counts) > 1:
+        raise InputError(f"{root}: landmark files of different templates ({sorted(counts)} points); the protocol "
+                         f"compares the same points across people")
+    return out
+
+
+# Cheeks on dlib's 68 landmarks: the middle of the jaw point at the nose's base, the nose wing and the lower eyelid
+# on each side; radius a tenth of the face's width.
+_CHEEKS = ((2, 31, 41), (14, 35, 46))
+
+
+def cheek_colour(image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+    """Mean CIELAB colour of both cheeks of a uint8 RGB image with its 68 landmarks (in its pixels)."""
+    import cv2
+
+    lm = np.asarray(landmarks68, np.float64)
+    radius = 0.1 * float(np.linalg.norm(lm[16] - lm[0]))
+    mask = np.zeros(image.shape[:2], np.uint8)
+    for ids in _CHEEKS:
+        c = lm[list(ids)].mean(0)
+        cv2.circle(mask, (int(round(c[0])), int(round(c[1]))), max(1, int(round(radius))), 1, -1)
+    if not mask.any():
+        return np.full(3, np.nan)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float64)
+    # OpenCV's 8-bit Lab: L * 255/100, a and b offset by 128.
+    mean = lab[mask > 0].mean(0)
+    return np.array([mean[0] * 100.0 / 255.0, mean[1] - 128.0, mean[2] - 128.0])
+
+
+def evaluate_moved_photos(model: Any, photos: Sequence[LandmarkedPhoto],
+                          settings: PhotoMovedSettings = PhotoMovedSettings(), from_photo: str = "hed",
+                          align: bool | None = None, device: str = "cpu", progress: bool = True,
+                          figure: str | Path | None = None, figure_pairs: int = 4, dtype: str = "fp32") -> dict:
+    """Score a face model's whole photo pipeline on moved pairs of `photos` (different identities).
+
+    Per pair: the structure photo of person a as given, and the photo of person b moved by a seeded random similarity
+    transform in its own frame (borders continued: a user's photo has no mirrored copies of a face), both read at
+    most `settings.max_side` long. The translator converts, aligns and translates as `matebit translate --from-photo`
+    does; the structure's landmarks are queried in its own pixels and matched in the moved exemplar's own pixels.
+
+    Rows: the model (masked and full rows' argmax); the identity guess (the same relative position in the exemplar
+    photo); the alignment guess (the point carried through both photos' alignments with no model: what the face
+    template alone gives); the grid ceiling (the truth at its token centre in the aligned exemplar). PCK pools every
+    landmark that lies inside the aligned structure crop and inside the moved exemplar photo; the others are counted.
+    Skin colour: CIELAB distance of both cheeks' mean colour, output (in the aligned frame) against the moved
+    exemplar, beside the structure photo's own distance to it; per pair and pooled.
+    """
+    import cv2
+    from PIL import Image
+
+    from matebit.inference import Translator
+    from matebit.io import fit_side, open_image
+    from matebit.progress import progress as progress_bar
+
+    translator = model if isinstance(model, Translator) else Translator.from_pretrained(model, device=device,
+                                                                                       dtype=dtype)
+    if translator.config.n_mat_blocks == 0:
+        raise MetricError("this model has no MAT blocks, so it has no correspondence to score")
+    idents = {str(i): p.identity for i, p in enumerate(photos)}
+    pairs = draw_moved_pairs(list(idents), idents, MovedSettings(
+        pairs=settings.pairs, seed=settings.seed, max_rotation=settings.max_rotation, zoom=settings.zoom,
+        max_shift=settings.max_shift))
+    alphas = PCK_ALPHAS
+    rows: dict[str, list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]] = {
+        k: [] for k in ("MATEBIT (masked rows)", "MATEBIT (full rows)", "identity guess", "alignment guess",
+                        "grid ceiling")}
+    per_pair, figure_rows = [], []
+    dropped = kept = 0
+    bar = progress_bar(len(pairs), "eval moved photos", "pairs", quiet=not progress)
+    side = translator.trained_size or 128
+    for pair in pairs:
+        a, b = photos[int(pair.structure)], photos[int(pair.exemplar)]
+        with open_image(a.path) as im:
+            a_size = im.size
+            s_img = fit_side(im.convert("RGB"), settings.max_side)
+        with open_image(b.path) as im:
+            b_size = im.size
+            e_img = fit_side(im.convert("RGB"), settings.max_side)
+        pa = (a.landmarks + 0.5) * (s_img.size[0] / a_size[0]) - 0.5
+        pb = (b.landmarks + 0.5) * (e_img.size[0] / b_size[0]) - 0.5
+        m = similarity_matrix(pair.angle, pair.scale, pair.shift, e_img.size)
+        moved = cv2.warpAffine(np.asarray(e_img), m, e_img.size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        truth, inside = move_points(pb, m, e_img.size)
+        size = moved.shape[1], moved.shape[0]
+        try:
+            result = translator(s_img, Image.fromarray(moved), from_photo=from_photo, align=align, return_aux=True)
+        except InputError as exc:  # no face found: the pipeline failed on this pair, all its points are misses
+            result, failure = None, str(exc).splitlines()[0]
+        else:
+            failure = None
+        ph = result.photos[0] if result is not None else None
+        s_al = ph.structure_align if ph is not None else None
+        e_al = ph.exemplar_align if ph is not None else None
+        if s_al is not None:
+            crop_pts = s_al.to_crop(pa)
+            inside &= ((crop_pts >= 0) & (crop_pts <= s_al.side - 1)).all(1)
+        dropped += int((~inside).sum())
+        kept += int(inside.sum())
+        q, t = pa[inside], truth[inside]
+        miss = np.full_like(t, np.inf)
+        preds = {"identity guess": (q + 0.5) * np.array([size[0] / s_img.size[0], size[1] / s_img.size[1]]) - 0.5}
+        if result is None:
+            preds.update({"MATEBIT (masked rows)": miss, "MATEBIT (full rows)": miss})
+            if translator.processor.is_face_model and align is not False:
+                preds.update({"alignment guess": miss, "grid ceiling": miss})
+        else:
+            preds["MATEBIT (masked rows)"] = result.match(q, rows="masked")
+            preds["MATEBIT (full rows)"] = result.match(q, rows="full")
+        if s_al is not None and e_al is not None:
+            preds["alignment guess"] = e_al.to_photo(s_al.to_crop(q))
+            grid = translator.generator.token_grid(side, side)
+            tc = e_al.to_crop(t)
+            cell = np.stack([np.clip(np.floor(tc[:, 0] * grid[1] / side), 0, grid[1] - 1),
+                             np.clip(np.floor(tc[:, 1] * grid[0] / side), 0, grid[0] - 1)], 1)
+            centres = (cell + 0.5) * np.array([side / grid[1], side / grid[0]]) - 0.5
+            preds["grid ceiling"] = e_al.to_photo(centres)
+        for k, v in preds.items():
+            rows[k].append((v, t, size))
+        # Skin colour: the output is in the aligned structure frame (or the structure's own without alignment).
+        colour = {}
+        if s_al is not None and e_al is not None:
+            out = np.asarray(result.image.convert("RGB"))
+            ex_c = cheek_colour(moved, e_al.face.landmarks)
+            out_lm = s_al.resized(out.shape[0]).to_crop(s_al.face.landmarks)
+            colour = {"output": float(np.linalg.norm(cheek_colour(out, out_lm) - ex_c)),
+                      "structure photo": float(np.linalg.norm(cheek_colour(np.asarray(s_img), s_al.face.landmarks)
+                                                              - ex_c))}
+        pck_pair = {k: pck(v, t, size, alphas) for k, v in preds.items()}
+        per_pair.append({"structure": str(a.path.name), "exemplar": str(b.path.name), "angle": pair.angle,
+                         "scale": pair.scale, "shift": list(pair.shift), "points_kept": int(inside.sum()),
+                         "pck": pck_pair, "skin_colour_error": colour, "failure": failure})
+        if figure is not None and result is not None and len(figure_rows) < figure_pairs:
+            figure_rows.append(_photo_figure_row(ph, result, side))
+        bar.update(1)
+    bar.close()
+
+    table = {}
+    for k, items in rows.items():
+        if not items:
+            continue
+        # Pooled over pairs whose photos differ in size: every point in units of its own exemplar's longer side.
+        pred = np.concatenate([v / max(s) for v, t, s in items])
+        true = np.concatenate([t / max(s) for v, t, s in items])
+        table[k] = pck(pred, true, (1, 1), alphas)
+    colours = [p["skin_colour_error"] for p in per_pair if p["skin_colour_error"]]
+    skin = {}
+    if colours:
+        o = np.array([c["output"] for c in colours])
+        s = np.array([c["structure photo"] for c in colours])
+        skin = {"output_mean": float(o.mean()), "output_sd": float(o.std(ddof=1)) if len(o) > 1 else 0.0,
+                "structure_photo_mean": float(s.mean()),
+                "structure_photo_sd": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+                "pairs_output_closer": int((o < s).sum()), "pairs": int(len(o))}
+    if figure is not None and figure_rows:
+        _write_figure(figure_rows, Path(figure))
+    return {"protocol": evaluate_moved_photos.__doc__.split("\n\n", 1)[1].strip(),
+            "settings": asdict(settings), "model": translator.source, "from_photo": from_photo,
+            "aligned": translator.processor.is_face_model and align is not False, "n_pairs": len(pairs),
+            "failed_pairs": sum(p["failure"] is not None for p in per_pair),
+            "points_kept": kept, "points_dropped": dropped, "rows": table, "skin_colour_error": skin,
+            "pairs": per_pair}
+
+
+def _photo_figure_row(ph: Any, result: Any, side: int) -> np.ndarray:
+    """structure map | aligned exemplar | warped exemplar | output, at the model's size."""
+    from PIL import Image
+
+    def arr(im):
+        return np.asarray(im.convert("RGB").resize((side, side), Image.BICUBIC))
+
+    cells = [arr(ph.structure_map), arr(ph.exemplar)]
+    if result.warped[0] is not None:
+        cells.append(arr(result.warped[0]))
+    cells.append(arr(result.image))
+    return np.concatenate(cells, axis=1)
+
+
+def summarise_photo_draws(draws: Sequence[dict]) -> dict:
+    """Mean and sample sd over pair draws of every row's PCK and of the skin colour errors, and the pairs where the
+    output's skin is nearer the exemplar's than the structure photo's is, over all draws."""
+    def stat(values: list[float]) -> dict[str, float]:
+        v = np.asarray(values, np.float64)
+        return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for name in draws[0]["rows"]:
+        rows[name] = {k: stat([d["rows"][name][k] for d in draws]) for k in draws[0]["rows"][name]}
+    skin = {}
+    if all(d["skin_colour_error"] for d in draws):
+        skin = {"output": stat([d["skin_colour_error"]["output_mean"] for d in draws]),
+                "structure photo": stat([d["skin_colour_error"]["structure_photo_mean"] for d in draws]),
+                "pairs_output_closer": int(sum(d["skin_colour_error"]["pairs_output_closer"] for d in draws)),
+                "pairs": int(sum(d["skin_colour_error"]["pairs"] for d in draws))}
+    return {"draws": len(draws), "pairs_per_draw": draws[0]["n_pairs"], "rows": rows, "skin_colour_error": skin,
+            "failed_pairs": int(sum(d.get("failed_pairs", 0) for d in draws))}
+
+
+def format_photo_draws(summary: dict, markdown: bool = False) -> str:
+    """The summary of `summarise_photo_draws` as a table: mean ± sd over the draws."""
+    from matebit.io import format_table
+
+    head = ["", *(f"PCK@{a:.2f}" for a in PCK_ALPHAS)]
+    body = [[name, *(f"{r[f'pck@{a:g}']['mean']:.3f} ± {r[f'pck@{a:g}']['sd']:.3f}" for a in PCK_ALPHAS)]
+            for name, r in summary["rows"].items()]
+    failed = summary.get("failed_pairs", 0)
+    parts = [f"{summary['draws']} draw(s) of {summary['pairs_per_draw']} moved pairs; mean ± sd over the draws"
+             + (f"; in {failed} pair(s) no face was found, all their points count as misses" if failed else ""),
+             "", format_table(head, body, markdown=markdown)]
+    skin = summary.get("skin_colour_error")
+    if skin:
+        parts += ["", f"skin colour error (CIELAB distance of the cheeks to the exemplar's): output "
+                      f"{skin['output']['mean']:.1f} ± {skin['output']['sd']:.1f}, structure photo "
+                      f"{skin['structure photo']['mean']:.1f} ± {skin['structure photo']['sd']:.1f}; the output is "
+                      f"nearer in {skin['pairs_output_closer']} of {skin['pairs']} pairs"]
     return "\n".join(parts)

@@ -275,6 +275,10 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists; pass overwrite=True (`--force`) to replace it")
     config_text = (model_dir / "config.json").read_text(encoding="utf-8")
+    from matebit.image_processor import PROCESSOR_FILE
+
+    processor = model_dir / PROCESSOR_FILE
+    processor_text = processor.read_text(encoding="utf-8") if processor.is_file() else None
     with atomic_directory(target) as tmp:
         save_file(state, str(tmp / "model.safetensors"),
                   metadata={"format": "pt", "matebit_version": __version__, "dtype": dtype, "name": name})
@@ -282,6 +286,20 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
         if mb > max_mb:
             raise InputError(f"{name}: the weights take {mb:.1f} MB in {dtype}, over the {max_mb:g} MB a shipped "
                              f"model may take; ship a smaller model")
+        front["file_mb"] = f"{(tmp / 'model.safetensors').stat().st_size / 1e6:.2f} (MB, 10^6 bytes)"
+        front["sha256"] = _sha256(tmp / "model.safetensors")
         (tmp / "config.json").write_text(config_text, encoding="utf-8")
+        if processor_text is not None:
+            (tmp / PROCESSOR_FILE).write_text(processor_text, encoding="utf-8")
         (tmp / "README.md").write_text(card_front_matter(front) + "\n" + body.rstrip() + "\n", encoding="utf-8")
     return target
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -120,11 +120,14 @@ def test_bad_input_exits_2_with_one_line_and_no_output(files, tmp_path, capsys, 
 
 
 def test_from_photo_hed_with_a_face_model_makes_the_map_as_its_recipe_did(files, tmp_path, capsys, monkeypatch):
-    """A card that records hed_size (the face recipe's) -> face_structure(photo, trained size, "hed", hed_size)."""
+    """A card that records hed_size (the face recipe's) -> HED at hed_size, resized to the trained size."""
     import shutil
 
+    import importlib
+
     import matebit.convert
-    import matebit.data.faces
+
+    hed_module = importlib.import_module("matebit.convert.hed")  # the package's `hed` name is the function
 
     face = tmp_path / "face-model"
     shutil.copytree(files / "model", face)
@@ -132,15 +135,15 @@ def test_from_photo_hed_with_a_face_model_makes_the_map_as_its_recipe_did(files,
     (face / "README.md").write_text("---\nname: tiny-face\nstructure: hed\nhed_size: 96\ntrained_size: 32\n---\n" + card)
     calls = []
 
-    def fake_face_structure(photo, size, structure="hed", hed_size=None, *args, **kwargs):
-        calls.append((photo.size, size, structure, hed_size))
-        return Image.new("L", (size, size), 255)
+    def fake_recipe_hed(photo, max_side=None, size=None, **kwargs):
+        calls.append((photo.size, size[0], "hed", max_side))
+        return Image.new("L", size, 255)
 
     def plain_hed(photo, **kwargs):
         calls.append(("plain hed", photo.size))
         return Image.new("L", photo.size, 255)
 
-    monkeypatch.setattr(matebit.data.faces, "face_structure", fake_face_structure)
+    monkeypatch.setattr(hed_module, "hed", fake_recipe_hed)
     monkeypatch.setitem(matebit.convert.CONVERTERS, "hed", plain_hed)
     code, err = _run(["--model", face, "--structure", files / "photo.png", "--from-photo", "hed",
                       "--exemplar", files / "ex.jpg", "--out", tmp_path / "x.png"], capsys)

@@ -16,7 +16,7 @@ from matebit.models import MATEBITGenerator
 from matebit.demo import benchmark
 from matebit.demo.benchmark import (PSNR_CAP, PairResult, QualityPair, capped_psnr, evaluate_baselines,
                              evaluate_generator, format_table, held_out_pairs, part_colour_error, structure_rgb,
-                             summarise, token_centres)
+                             summarise)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,13 @@ def test_psnr_capped_and_known_value(face):
     assert capped_psnr(face.image, face.image) == PSNR_CAP
     a = np.zeros((4, 4, 3), np.uint8)
     assert capped_psnr(a, a + 1) == pytest.approx(10 * math.log10(255 ** 2))
+
+
+def token_centres(points, size):
+    from matebit.config import TOKEN_STRIDE
+    from matebit.metrics.correspondence import token_centres as centres
+
+    return centres(points, (size // TOKEN_STRIDE,) * 2, (size, size))
 
 
 def test_token_centres_and_perfect_correspondence_pck():

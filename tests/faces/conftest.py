@@ -1,12 +1,18 @@
 """Fixtures of the face tests (helpers in faces_helpers.py)."""
 
 import pytest
-from faces_helpers import LONDON, write_fake_london
+from faces_helpers import LONDON, write_astronaut_london, write_fake_london
 
 
 @pytest.fixture(scope="session")
 def fake_london(tmp_path_factory):
     return write_fake_london(tmp_path_factory.mktemp("london") / "london-faces")
+
+
+@pytest.fixture(scope="session")
+def astronaut_london(tmp_path_factory):
+    pytest.importorskip("dlib")
+    return write_astronaut_london(tmp_path_factory.mktemp("astronauts") / "london-faces")
 
 
 @pytest.fixture(scope="session")

