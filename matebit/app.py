@@ -201,16 +201,17 @@ class ServeApp:
 
     def convert_photo(self, photo_path: Any, converter: str) -> Image.Image:
         """A photo upload -> structure map with one of matebit.convert.PHOTO_CONVERTERS."""
-        from matebit.convert import CONVERTERS, PHOTO_CONVERTERS, ConvertError, MissingDependencyError
+        from matebit.convert import PHOTO_CONVERTERS, ConvertError, MissingDependencyError
 
         if converter not in PHOTO_CONVERTERS:
             raise UploadRefused(f"Unknown converter {converter!r}; choose one of {', '.join(PHOTO_CONVERTERS)}.")
         photo = fit_side(self.open(photo_path, "Photo").convert("RGB"), self.limits.work_side)
         try:
-            return CONVERTERS[converter](photo)
+            # As the model's recipe made its maps: for a face model, the face aligned to its template first.
+            return self.translator.processor.structure(photo, converter, name="Photo")[0]
         except MissingDependencyError as exc:
             raise UploadRefused(f"The {converter} converter is not available here: {exc}") from None
-        except (ConvertError, ValueError) as exc:
+        except (ConvertError, ValueError, InputError) as exc:  # InputError: no face found for a face model
             raise UploadRefused(f"The {converter} converter could not use this photo: {exc}") from None
 
     def structure_from(self, source: str, upload_path: Any, sketch: Any) -> Image.Image:
@@ -222,8 +223,9 @@ class ServeApp:
         exemplar = fit_side(self.open(exemplar_path, "Exemplar").convert("RGB"), self.limits.work_side)
         structure = fit_side(structure, self.limits.work_side)
         try:
-            result = self.translator(structure, exemplar, return_aux=True)  # at the model's trained size
-        except ImageInputError as exc:  # e.g. a colour map for a greyscale model, or a tiny image
+            # At the model's trained size; a face model aligns the exemplar's face to its template.
+            result = self.translator(structure, exemplar, return_aux=True)
+        except InputError as exc:  # e.g. a colour map for a greyscale model, a tiny image, no face in the exemplar
             raise UploadRefused(str(exc)) from None
         out = result.images[0]
         return Translation(out, result.warped[0], reliability_picture(result.uncor_weight[0], out.size),

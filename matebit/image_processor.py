@@ -282,41 +282,58 @@ class ImageProcessor:
             return hed(photo, max_side=self.config.hed_size, size=(size, size))
         return CONVERTERS[method](photo)
 
+    def _aligned(self, align: bool | None) -> bool:
+        if align and not self.is_face_model:
+            raise InputError("align=True: this model records no face template (it is not a face model); "
+                             "pass align=False or use a face model")
+        return self.is_face_model and align is not False
+
+    def structure(self, photo: Image.Image, from_photo: str, align: bool | None = None, name: str = "structure",
+                  warn=None) -> tuple[Image.Image, Any]:
+        """(the structure map of a photo, its `AlignedFace` or None): aligned to the face template first when the
+        model has one (and `align` is not False), converted as the model's recipe converted its photos."""
+        size = self.trained_size
+        if not self._aligned(align):
+            return self.convert(photo, from_photo, size), None
+        from matebit.align import find_face
+
+        side = size or 256
+        # The recipe ran HED on the crop at hed_size and resized the map; other converters run at the model's size.
+        work = self.config.hed_size if from_photo == "hed" and self.config.hed_size else side
+        aligned = find_face(np.asarray(photo), name, warn=warn).align(self.config.align, work, np.asarray(photo))
+        if from_photo == "hed" and self.config.hed_size:
+            from matebit.convert.hed import hed
+
+            s_map = hed(aligned.crop, max_side=work, size=(side, side))
+        else:
+            s_map = self.convert(aligned.crop.resize((side, side), Image.LANCZOS), from_photo)
+        return s_map, aligned.resized(side)
+
+    def exemplar(self, photo: Image.Image, align: bool | None = None, name: str = "exemplar",
+                 warn=None) -> tuple[Image.Image, Any]:
+        """(the exemplar as the model takes it, its `AlignedFace` or None): the aligned crop for a face model."""
+        if not self._aligned(align):
+            return photo, None
+        from matebit.align import find_face
+
+        side = self.trained_size or 256
+        aligned = find_face(np.asarray(photo), name, warn=warn).align(self.config.align, side, np.asarray(photo))
+        return aligned.crop, aligned
+
     def photos(self, structure: Any, exemplar: Any, from_photo: str | None = "hed", align: bool | None = None,
                max_side: int | None = None, warn=None) -> PhotoPair:
         """Read a structure photo and an exemplar photo, align both to the model's face template (when the model has
         one and `align` is not False), and convert the structure photo by `from_photo` (None: it is a map already,
-        used as it is). `max_side`: photos are read at most this long on their longer side first."""
+        taken as framed like the training maps and used as it is). `max_side`: photos are read at most this long on
+        their longer side first."""
         from matebit.io import fit_side
 
         s_photo, s_name = _as_photo(structure, "structure")
         e_photo, e_name = _as_photo(exemplar, "exemplar")
         if max_side:
             s_photo, e_photo = fit_side(s_photo, max_side), fit_side(e_photo, max_side)
-        if align and not self.is_face_model:
-            raise InputError("align=True: this model records no face template (it is not a face model); "
-                             "pass align=False or use a face model")
-        aligned = self.is_face_model and align is not False
-        size = self.trained_size
-        if not aligned:
-            s_map = self.convert(s_photo, from_photo, size) if from_photo else s_photo
-            return PhotoPair(s_map, e_photo, s_photo if from_photo else None, e_photo.size)
-        from matebit.align import find_face
-
-        template = self.config.align
-        side = size or 256
-        e_face = find_face(np.asarray(e_photo), e_name, warn=warn)
-        e_al = e_face.align(template, side, np.asarray(e_photo))
+        ex, e_al = self.exemplar(e_photo, align, e_name, warn)
         if from_photo is None:
-            # A ready-made map: it is taken as already framed like the training maps; only the exemplar is aligned.
-            return PhotoPair(s_photo, e_al.crop, None, e_photo.size, None, e_al)
-        s_face = find_face(np.asarray(s_photo), s_name, warn=warn)
-        work = self.config.hed_size if from_photo == "hed" and self.config.hed_size else side
-        s_al = s_face.align(template, work, np.asarray(s_photo))
-        if from_photo == "hed" and self.config.hed_size:
-            from matebit.convert.hed import hed
-
-            s_map = hed(s_al.crop, max_side=work, size=(side, side))
-        else:
-            s_map = self.convert(s_al.crop.resize((side, side), Image.LANCZOS), from_photo)
-        return PhotoPair(s_map, e_al.crop, s_photo, e_photo.size, s_al.resized(side), e_al)
+            return PhotoPair(s_photo, ex, None, e_photo.size, None, e_al)
+        s_map, s_al = self.structure(s_photo, from_photo, align, s_name, warn)
+        return PhotoPair(s_map, ex, s_photo, e_photo.size, s_al, e_al)

@@ -207,7 +207,7 @@ table.metrics td{text-align:right;font-variant-numeric:tabular-nums}.row{white-s
 
 
 def write_report(out: Path, results, rows: dict, settings: DemoSettings, cfg: ExperimentConfig, timings: dict,
-                 log_path: Path | None = None, n_show: int = 6, n_corr: int = 2) -> Path:
+                 log_path: Path | None = None, n_show: int = 6, n_corr: int = 2, faces_html: str = "") -> Path:
     """report.html (self-contained) plus every picture as a PNG in report_files/."""
     from matebit.data.synthetic import KEYPOINT_NAMES
 
@@ -280,11 +280,58 @@ def write_report(out: Path, results, rows: dict, settings: DemoSettings, cfg: Ex
              "<details><summary>config</summary><pre>" + html.escape(json.dumps(to_dict(cfg), indent=1)) +
              "</pre></details>")
     page = ("<!doctype html><html><head><meta charset=utf-8><title>MATEBIT demo report</title>"
-            f"<style>{CSS}</style></head><body><h1>MATEBIT demo</h1>" + "".join(sections) + setup +
+            f"<style>{CSS}</style></head><body><h1>MATEBIT demo</h1>" + "".join(sections) + faces_html + setup +
             "</body></html>")
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# Public-domain portraits that ship with scikit-image (NASA's astronaut) and with matebit (Grace Hopper, US Navy).
+REAL_PAIRS = (("astronaut", "hopper"), ("hopper", "astronaut"))
+
+
+def real_photos_section(folder: Path) -> str:
+    """The shipped face model on public-domain photos, through the pipeline `matebit translate --from-photo hed`
+    runs (face alignment, HED, the model, paste-back), as an HTML section; a one-line note when it cannot run."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from matebit.errors import MatebitError
+    from matebit.recipes.faces import FACE_MODEL, default_exemplar
+
+    hopper = default_exemplar()
+    photos = {"astronaut": Image.fromarray(skdata.astronaut())}
+    if hopper is not None:
+        photos["hopper"] = Image.open(hopper).convert("RGB")
+    try:
+        from matebit.inference import Translator
+
+        translator = Translator.from_pretrained(FACE_MODEL)
+        rows = []
+        folder.mkdir(parents=True, exist_ok=True)
+        for s_name, e_name in REAL_PAIRS:
+            if s_name not in photos or e_name not in photos:
+                continue
+            result = translator(photos[s_name], photos[e_name], from_photo="hed", return_aux=True)
+            pair = result.photos[0]
+            tiles = {"photo": photos[s_name], "exemplar": photos[e_name], "structure": pair.structure_map,
+                     "output": result.image}
+            if pair.structure_align is not None:
+                tiles["pasted back"] = pair.structure_align.paste_back(pair.structure_photo, result.image)
+            cells = []
+            for key, im in tiles.items():
+                name = f"real_{s_name}_{e_name}_{key.replace(' ', '_')}.png"
+                im.convert("RGB").save(folder / name)
+                cells.append(f'<figure><img src="{folder.name}/{name}" height="192" style="image-rendering:auto">'
+                             f"<figcaption>{key}</figcaption></figure>")
+            rows.append(f"<div class=row>{''.join(cells)}</div>")
+    except MatebitError as exc:  # e.g. the landmarks extra is not installed
+        return f"<h2>Real photos</h2><p class=note>The shipped face model could not run here: {html.escape(str(exc))}</p>"
+    return ("<h2>Real photos: the shipped face model</h2><p class=note>" + html.escape(FACE_MODEL) + " on "
+            "public-domain portraits (NASA's astronaut from scikit-image; Grace Hopper, US Navy), through the "
+            "pipeline of <code>matebit translate --from-photo hed</code>: both faces aligned, HED edges of the "
+            "photo, the model at its trained size, the output pasted back into the photo.</p>" + "".join(rows))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -320,9 +367,11 @@ def run_demo(out: Path, settings: DemoSettings, progress: bool = True, echo=prin
     timings["benchmark"] = time.perf_counter() - t1
     echo(format_table(report.rows))
 
-    echo("[4/4] report")
+    echo("[4/4] report, ending with the shipped face model on real photos")
     t2 = time.perf_counter()
-    html_path = write_report(out, results, report.rows, settings, cfg, timings, out / "run" / "log.jsonl")
+    faces_html = real_photos_section(out / "report_files")
+    html_path = write_report(out, results, report.rows, settings, cfg, timings, out / "run" / "log.jsonl",
+                             faces_html=faces_html)
     timings["report"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     return {"report": html_path, "json": json_path, "model": out / "run" / "model", "rows": report.rows,

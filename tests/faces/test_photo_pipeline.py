@@ -154,3 +154,35 @@ def test_paste_back_needs_a_face_model_and_a_photo(face_model, astronaut, tmp_pa
     code = run(["translate", "--model", str(face_model), "--structure", s, "--exemplar", s,
                 "--out", str(tmp_path / "o.png"), "--paste-back"])
     assert code == 2 and "--paste-back needs --from-photo" in capsys.readouterr().err
+
+
+def test_the_web_app_aligns_photos_for_a_face_model(translator, astronaut, tmp_path):
+    from matebit.app import ServeApp
+
+    photo = _photo(tmp_path / "p.png", astronaut)
+    app = ServeApp(translator)
+    structure = app.convert_photo(photo, "hed")
+    assert structure.size == (128, 128)  # the aligned face's HED map at the model's size
+    t = app.translate(structure, photo)
+    assert t.output.size == (128, 128)
+    marked, masked, full = app.correspondence(structure, t.exemplar, 64, 60)  # a point between the eyes
+    assert masked.size == t.exemplar.size  # heat maps over the exemplar photo as uploaded
+
+
+def test_without_the_landmarks_extra_a_face_model_says_what_to_install(face_model, astronaut, tmp_path, capsys,
+                                                                        monkeypatch):
+    import sys
+
+    from matebit import align
+
+    align._dlib_models.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` now fails as if it were not installed
+    try:
+        s = _photo(tmp_path / "s.png", astronaut)
+        code = run(["translate", "--model", str(face_model), "--from-photo", "hed", "--structure", s,
+                    "--exemplar", s, "--out", str(tmp_path / "o.png")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "pip install -e '.[landmarks]'" in err[0]
+        assert not (tmp_path / "o.png").exists()
+    finally:
+        align._dlib_models.cache_clear()
