@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,7 +51,7 @@ SizePolicy = Literal["trained", "pad", "resize"]
 PROCESSOR_FILE = "preprocessor_config.json"
 
 __all__ = ["SizePolicy", "PROCESSOR_FILE", "ProcessorConfig", "ImageProcessor", "PhotoPair", "Prepared",
-           "resize", "check_size_arg", "prepare", "restore"]
+           "resize", "check_size_arg", "prepare", "restore", "read_capped", "to_size"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,6 +133,32 @@ def restore(t: Tensor, prep: Prepared, mode: str = "bilinear") -> Tensor:
     return resize(t, prep.size, mode)
 
 
+def read_capped(path: str | os.PathLike, role: str, translator: Any, max_side: int | None) -> tuple[Tensor, tuple]:
+    """One input file as the model's tensor (`translator.load`), read at most `max_side` px on its longer side (0 or
+    None: as it is); and its own (width, height), the size its output is restored to (`to_size`)."""
+    from matebit.io import fit_side, fitted_size, open_image
+
+    path = Path(path)
+    name = str(path)
+    if path.suffix.lower() == ".npy":
+        t = translator.load(path, role, name)
+        size = (t.shape[-1], t.shape[-2])
+        w, h = fitted_size(*size, max_side) if max_side else size
+        return (resize(t, (h, w)) if (w, h) != size else t), size
+    image = open_image(path, name=name)
+    size = image.size
+    if max_side:
+        image = fit_side(image, max_side)
+    return translator.load(image, role, name), size
+
+
+def to_size(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """An output image at `size` = (W, H) (None: as it is): bicubic for pictures, bilinear for maps."""
+    if size is None or image.size == tuple(size):
+        return image
+    return image.resize(tuple(size), Image.Resampling.BICUBIC if image.mode == "RGB" else Image.Resampling.BILINEAR)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # What a model's recipe did to its photos
 
@@ -208,7 +234,8 @@ class PhotoPair:
 
     structure_map: the structure map (PIL), at the trained size when aligned. exemplar: the exemplar (PIL RGB), its
     aligned crop when aligned. structure_align / exemplar_align: `matebit.align.AlignedFace` (photo <-> crop) or
-    None. structure_photo: the structure photo as read (for paste-back); exemplar_photo_size: (W, H).
+    None. structure_photo: the structure photo as read (for paste-back); exemplar_photo_size: (W, H) as read;
+    structure_size: the structure's (W, H) as given, before `max_side`.
     """
 
     structure_map: Image.Image
@@ -217,7 +244,7 @@ class PhotoPair:
     exemplar_photo_size: tuple[int, int]
     structure_align: Any = None
     exemplar_align: Any = None
-    notes: list[str] = field(default_factory=list)
+    structure_size: tuple[int, int] | None = None  # (W, H) of the structure as given, before `max_side`
 
 
 def _as_photo(source: Any, role: str) -> tuple[Image.Image, str]:
@@ -330,10 +357,11 @@ class ImageProcessor:
 
         s_photo, s_name = _as_photo(structure, "structure")
         e_photo, e_name = _as_photo(exemplar, "exemplar")
+        given = s_photo.size
         if max_side:
             s_photo, e_photo = fit_side(s_photo, max_side), fit_side(e_photo, max_side)
         ex, e_al = self.exemplar(e_photo, align, e_name, warn)
         if from_photo is None:
-            return PhotoPair(s_photo, ex, None, e_photo.size, None, e_al)
+            return PhotoPair(s_photo, ex, None, e_photo.size, None, e_al, given)
         s_map, s_al = self.structure(s_photo, from_photo, align, s_name, warn)
-        return PhotoPair(s_map, ex, s_photo, e_photo.size, s_al, e_al)
+        return PhotoPair(s_map, ex, s_photo, e_photo.size, s_al, e_al, given)

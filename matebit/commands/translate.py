@@ -26,8 +26,7 @@ from pathlib import Path
 
 from matebit.config import COMPILE_MODES
 from matebit.errors import InputError, NotWritableError, PathError, UserError, first_line
-from matebit.io import (IMAGE_EXTENSIONS, atomic_write, clean_temp_files, fitted_size, list_images,
-                        missing_reason, open_image)
+from matebit.io import IMAGE_EXTENSIONS, atomic_write, clean_temp_files, list_images, missing_reason
 
 DEFAULT_MAX_SIZE = 1024
 
@@ -336,49 +335,24 @@ def _check_arguments(args: argparse.Namespace) -> str:
     return args.size_policy or "trained"
 
 
-def _read(path: Path, role: str, translator, max_size: int):
-    """One input as the model's tensor, read at most `max_size` px on its longer side; and its own (width, height),
-    the size its output is restored to."""
-    import torch.nn.functional as F
-
-    name = str(path)
-    if path.suffix.lower() == ".npy":
-        t = translator.load(path, role, name)
-        size = (t.shape[-1], t.shape[-2])
-        w, h = fitted_size(*size, max_size) if max_size else size
-        if (w, h) != size:
-            t = F.interpolate(t[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-        return t, size
-    from matebit.io import fit_side
-
-    image = open_image(path, name=name)
-    size = image.size
-    if max_size:
-        image = fit_side(image, max_size)
-    return translator.load(image, role, name), size
-
-
 def _read_photos(job: Job, translator, args: argparse.Namespace):
     """A pair of photos made ready by the model's image processor (conversion, face alignment); and the size its
     output is restored to: the structure photo's own with --paste-back or without alignment, else None (the aligned
     portrait keeps the model's size)."""
     if job.structure.suffix.lower() == ".npy" and args.from_photo:
         raise InputError(f"{job.structure}: --from-photo converts photos; this is a .npy structure map already")
-    with open_image(job.structure, name=str(job.structure)) as im:
-        size = im.size
     pair = translator.processor.photos(job.structure, job.exemplar, args.from_photo, False if args.no_align else None,
                                        args.max_size or None)
-    restored = None if pair.structure_align is not None and not args.paste_back else size
+    restored = None if pair.structure_align is not None and not args.paste_back else pair.structure_size
     if pair.structure_align is None and pair.exemplar_align is not None:
         restored = None  # a ready map with an aligned exemplar: the output has the map's frame
     return pair, restored
 
 
 def _save(image, path: Path, size: tuple[int, int] | None = None) -> None:
-    from PIL import Image
+    from matebit.image_processor import to_size
 
-    if size is not None and image.size != tuple(size):  # read under --max-size: back to the input's size
-        image = image.resize(size, Image.Resampling.BICUBIC if image.mode == "RGB" else Image.Resampling.BILINEAR)
+    image = to_size(image, size)  # read under --max-size: back to the input's size
     fmt = _image_format(path)
     if fmt == "JPEG":
         atomic_write(path, lambda tmp: image.save(tmp, format=fmt, quality=95))
@@ -387,6 +361,7 @@ def _save(image, path: Path, size: tuple[int, int] | None = None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from matebit.image_processor import read_capped
     from matebit.inference import Translator
     from matebit.progress import progress
 
@@ -433,8 +408,8 @@ def main(args: argparse.Namespace) -> int:
                         structure, size = _read_photos(job, translator, args)
                         exemplar = None
                     else:
-                        structure, size = _read(job.structure, "structure", translator, args.max_size)
-                        exemplar, _ = _read(job.exemplar, "exemplar", translator, args.max_size)
+                        structure, size = read_capped(job.structure, "structure", translator, args.max_size)
+                        exemplar, _ = read_capped(job.exemplar, "exemplar", translator, args.max_size)
                 except UserError as exc:
                     if not args.skip_errors:
                         raise
