@@ -26,23 +26,23 @@ from matebit.data.warp import WarpConfig, warp_grid  # noqa: E402
 
 def stand_in_networks(cfg, device):
     """Random-weight VGG19 / HED / LPIPS with the real layer shapes, built only for the terms the recipe uses."""
-    from matebit import pretrained
+    from matebit import third_party
     from matebit.train import LossNetworks
 
     nets, names = LossNetworks(), {}
     w = cfg.loss
     if w.perceptual or w.contextual or w.vgg_feature_matching or w.gram_style:
         if w.perceptual_network == "vgg19":
-            nets.perceptual = pretrained.VGGFeatures(pretrained._BACKBONES["vgg19"](), pretrained._ImageNetNormalize(),
+            nets.perceptual = third_party.VGGFeatures(third_party._BACKBONES["vgg19"](), third_party._ImageNetNormalize(),
                                                      name="vgg19 (random stand-in)")
         else:
-            nets.perceptual = pretrained.VGGFeatures([m for m in pretrained.HED().trunk.values()],
-                                                     pretrained._CaffeBGR(), name="hed-vgg16 (random stand-in)")
+            nets.perceptual = third_party.VGGFeatures([m for m in third_party.HED().trunk.values()],
+                                                     third_party._CaffeBGR(), name="hed-vgg16 (random stand-in)")
         names["perceptual"] = nets.perceptual.name
     if w.structure:
-        nets.hed = pretrained._freeze(pretrained.HED())
+        nets.hed = third_party._freeze(third_party.HED())
         names["hed"] = "HED (random stand-in)"
-        nets.lpips = pretrained.load_lpips(random_backbone=True)
+        nets.lpips = third_party.load_lpips(random_backbone=True)
         names["lpips"] = f"{nets.lpips.name} (random stand-in)"
     for key in ("perceptual", "hed", "lpips"):
         if getattr(nets, key) is not None:

@@ -132,10 +132,10 @@ def load_tensors(path: PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def _preset_of(cfg: ExperimentConfig | ModelConfig) -> str:
-    from matebit.config import MODEL_PRESETS, model_preset
+    from matebit.config import PRESETS, model_preset
 
     model = cfg.model if isinstance(cfg, ExperimentConfig) else cfg
-    for name in MODEL_PRESETS:
+    for name in PRESETS:
         if model_preset(name) == model:
             return name
     return f"custom (based on {cfg.preset!r})" if isinstance(cfg, ExperimentConfig) else "custom"

@@ -115,7 +115,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (Eq. 14) and loss options. `paper` and `official` presets are in `LOSS_PRESETS`."""
+    """Loss weights (Eq. 14) and loss options; each preset's recipe is in `PRESETS`."""
 
     recipe: Literal["paper", "official", "demo", "faces"] = "paper"
     # The paper gives no lambda values (Eq. 14); these put every term near 1 at initialisation.
@@ -169,6 +169,47 @@ class LossConfig:
 
 
 @dataclass
+class WarpConfig:
+    """The self-exemplar warp (Sec. 3.4, matebit/data/warp.py): strength of each component; every field at 0 gives
+    the identity.
+
+    Angles are in degrees, `scale` is the max relative zoom (s in [1-scale, 1+scale]), `translation` and
+    `crop` are fractions of the image side, `elastic` is the max displacement of the non-rigid field as a
+    fraction of the image side, on a `elastic_grid` x `elastic_grid` lattice of control points.
+    """
+
+    rotation: float = 10.0
+    scale: float = 0.1
+    shear: float = 5.0
+    translation: float = 0.05
+    elastic: float = 0.02
+    elastic_grid: int = 4
+    flip: float = 0.5  # probability of a horizontal flip
+    crop: float = 0.1  # max fraction of each side removed before resizing back
+    padding_mode: str = "reflection"  # grid_sample padding outside the source
+
+    def __post_init__(self) -> None:
+        for name in ("rotation", "scale", "shear", "translation", "elastic", "flip", "crop"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"WarpConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.scale >= 1:
+            raise ConfigError(f"WarpConfig.scale must be < 1, got {self.scale}")
+        if self.crop >= 1:
+            raise ConfigError(f"WarpConfig.crop must be < 1, got {self.crop}")
+        if self.flip > 1:
+            raise ConfigError(f"WarpConfig.flip is a probability, got {self.flip}")
+        if self.elastic_grid < 2:
+            raise ConfigError(f"WarpConfig.elastic_grid must be >= 2, got {self.elastic_grid}")
+        if self.padding_mode not in ("reflection", "border", "zeros"):
+            raise ConfigError(f"WarpConfig.padding_mode must be reflection|border|zeros, got {self.padding_mode!r}")
+
+    @classmethod
+    def none(cls) -> "WarpConfig":
+        """The identity warp."""
+        return cls(rotation=0.0, scale=0.0, shear=0.0, translation=0.0, elastic=0.0, flip=0.0, crop=0.0)
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and bookkeeping (Sec. 4)."""
 
@@ -200,10 +241,11 @@ class TrainConfig:
     # the output must take the new colours. For plain-backdrop portraits, whose set shows one backdrop colour.
     recolour_background: float = 0.0
     recolour_target: bool = False
-    # Strength of the self-exemplar warp (Sec. 3.4): max rotation (degrees), zoom (relative), shift (of the side).
-    warp_rotation: float = 10.0
-    warp_zoom: float = 0.1
-    warp_shift: float = 0.05
+    # Strength of the self-exemplar warp (Sec. 3.4): max rotation (degrees), zoom (relative), shift (of the side);
+    # the three parts of WarpConfig a run sets. Their defaults and checks are WarpConfig's (`TrainConfig.warp`).
+    warp_rotation: float = WarpConfig.rotation
+    warp_zoom: float = WarpConfig.scale
+    warp_shift: float = WarpConfig.translation
     nan_policy: Literal["stop", "skip"] = "stop"
     # torch.compile the G side and D for training (matebit.train.Trainer). On 2 CPU cores the demo's step went from
     # 298 to 213 ms (1.40x, benchmarks/bench_train.py) after about 3.5 min of compiling: a loss for a 1300-step demo;
@@ -229,9 +271,16 @@ class TrainConfig:
             raise ConfigError(f"train.exemplar_rate is a probability, got {self.exemplar_rate}")
         if not 0 <= self.recolour_background <= 1:
             raise ConfigError(f"train.recolour_background is a probability, got {self.recolour_background}")
-        if self.warp_rotation < 0 or self.warp_shift < 0 or not 0 <= self.warp_zoom < 1:
-            raise ConfigError(f"train.warp_rotation and train.warp_shift must be >= 0 and train.warp_zoom in [0, 1), "
-                              f"got {self.warp_rotation}, {self.warp_shift}, {self.warp_zoom}")
+        try:
+            self.warp
+        except ConfigError as exc:
+            raise ConfigError(f"train.warp_rotation, warp_zoom, warp_shift ({self.warp_rotation}, {self.warp_zoom}, "
+                              f"{self.warp_shift}): {exc}") from None
+
+    @property
+    def warp(self) -> WarpConfig:
+        """The self-exemplar warp of this run: WarpConfig's defaults with the run's rotation, zoom and shift."""
+        return WarpConfig(rotation=self.warp_rotation, scale=self.warp_zoom, translation=self.warp_shift)
 
 
 @dataclass
@@ -350,6 +399,19 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
 
 # --------------------------------------------------------------------------------------------------------------
 # Presets: the paper's model, its ablations (Table 2, Fig. 7), the released code, and small ones for CPU.
+# One registry entry per preset holds all of it: the model's departures from ModelConfig, the loss recipe, the
+# training settings and the line `matebit info` prints.
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named run: overrides of ModelConfig, LossConfig and TrainConfig defaults, and one line of help."""
+
+    help: str
+    model: dict[str, Any] = field(default_factory=dict)
+    loss: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
 
 _TINY = dict(base_channels=8, feature_channels=32, spade_hidden=16, style_dim=16, d_channels=8, d_layers=2)
 # Sized to train in minutes on 2 CPU cores; spectral norm off because its power iterations cost a third of a CPU
@@ -363,104 +425,86 @@ _DEMO = dict(base_channels=8, feature_channels=64, spade_hidden=32, style_dim=16
 _FACES = dict(base_channels=16, feature_channels=128, spade_hidden=64, style_dim=32, d_channels=32, d_layers=3,
               spectral_norm="none")
 
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "official": dict(correspondence="official", decoder_attention=True, spectral_norm="official",
-                     upsample_align_corners=True, d_padding=1),
-    "no-mat": dict(n_mat_blocks=0),
-    **{f"mat{n}": dict(n_mat_blocks=n) for n in range(1, 6)},
-    "no-relu": dict(mask="none"),
-    "full-corr": dict(correspondence="full"),
-    "ffn": dict(feed_forward="ffn"),
-    "no-skip": dict(skip_connections=False),
-    "no-style": dict(global_style=False),
-    "tiny": _TINY,
-    "demo": _DEMO,
-    "demo-no-relu": {**_DEMO, "mask": "none"},
-    "demo-full-corr": {**_DEMO, "correspondence": "full"},
-    "faces": _FACES,
-    "faces-full-corr": {**_FACES, "correspondence": "full"},
+# The released code's README recipe (CelebA-HQ): its extra terms and weights, its contextual form, its
+# contrastive variant (exemplar codes as negatives, raw dot products).
+_OFFICIAL_LOSS = dict(recipe="official", style=100.0, align=10.0, corr=1000.0, structure=0.0,
+                      perceptual=0.001, perceptual_kind="mse", contextual=10.0, contextual_form="official",
+                      contextual_center="y_position",
+                      adversarial=10.0, gan_feature_matching=10.0, vgg_feature_matching=10.0, gram_style=1.0,
+                      negatives="exemplars", normalize_style_codes=False)
+# CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
+# pixel L1 stands in for them (stated wherever the demo reports results).
+# `match` (self-warp matching, not in the paper): without it no demo model beat the identity map on PCK
+# (0.124 +- 0.008 at PCK@0.05 against 0.153); with it and the stronger warp, 0.287 +- 0.005 (3 seeds, README).
+_DEMO_LOSS = dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
+                  early_steps=200, queue_size=256, match=1.0)
+# Real portraits on 2 CPU cores: the demo's terms plus Eq. 10's perceptual term on the HED network's VGG16
+# trunk (the only pretrained image network offline; a named substitute for VGG19, +85% time per step).
+# Contextual (Eq. 11) and structural (Eq. 12) terms are off: together they would halve the steps again.
+# `match` at 0.1, not the demo's 1.0: at 1.0 the correspondence learned fast but the generator saturated to a
+# white image at step ~650 of 1800 and never recovered (README, "Face model").
+_FACES_LOSS = dict(recipe="faces", structure=0.0, perceptual=1.0, contextual=0.0, pixel=10.0, adversarial=0.1,
+                   perceptual_network="hed-vgg16", early_steps=500, queue_size=512, match=0.1)
+
+# Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
+# learns almost nothing in the few minutes it has (matebit demo). The self-exemplar warp is as strong as
+# the benchmark's moved exemplars (20 degrees, zoom 20%, shift 10%): with loss.match, one seed scored
+# PCK@0.05 0.290 against 0.251 with the default warp (README, "Two commands").
+_DEMO_TRAIN = dict(image_size=64, batch_size=8, steps=1300, decay_start=866, checkpoint_every=1300, log_every=20,
+                   image_every=325, lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=20.0, warp_zoom=0.2,
+                   warp_shift=0.1)
+# The demo's optimiser settings (they learn in a short budget); the self-exemplar warp as strong as the moved-exemplar
+# evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%). The data are aligned portraits with varied
+# backdrops, clothes, light and framing (`matebit prepare faces --align --variants`, data/portraits.py), so the
+# target and its exemplar share whatever backdrop a variant has and the output learns to take the exemplar's; the
+# exemplar-only recolouring of earlier recipes (recolour_background) is off.
+_FACES_TRAIN = dict(image_size=128, batch_size=8, steps=3000, decay_start=2000, checkpoint_every=100, log_every=20,
+                    image_every=300, lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=15.0, warp_zoom=0.15,
+                    warp_shift=0.08, keep_checkpoints=5)
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset("MATEBIT as the paper describes it, with the released code's layer sizes"),
+    "official": Preset("the released code's MAT block: learned sign mask, scaled dot product, concatenated PE, SAGAN",
+                       model=dict(correspondence="official", decoder_attention=True, spectral_norm="official",
+                                  upsample_align_corners=True, d_padding=1),
+                       loss=_OFFICIAL_LOSS, train=dict(exemplar_rate=0.7)),
+    "no-mat": Preset("Table 2 'w/o MAT': no MAT blocks", model=dict(n_mat_blocks=0)),
+    **{f"mat{n}": Preset(f"Fig. 7: {n} MAT block(s)", model=dict(n_mat_blocks=n)) for n in range(1, 6)},
+    "no-relu": Preset("Table 2 'w/o ReLU': softmax over the unmasked cosine", model=dict(mask="none")),
+    "full-corr": Preset("Table 2 'Full Corr.': CoCosNet-style full correspondence instead of MAT",
+                        model=dict(correspondence="full")),
+    "ffn": Preset("Table 2 'w/o AdaConv': a pointwise FFN instead of AdaConv", model=dict(feed_forward="ffn")),
+    "no-skip": Preset("Table 2 'w/o skip connection'", model=dict(skip_connections=False)),
+    "no-style": Preset("Table 2 'w/o global style z'", model=dict(global_style=False)),
+    "tiny": Preset("a 0.5 M-parameter model for fast tests", model=_TINY, loss=_DEMO_LOSS,
+                   train=dict(image_size=64, batch_size=8, steps=600, decay_start=400, checkpoint_every=200,
+                              log_every=20, image_every=200)),
+    "demo": Preset("a small model that trains on 2 CPU cores in minutes (the embedded demo)", model=_DEMO,
+                   loss=_DEMO_LOSS, train=_DEMO_TRAIN),
+    "demo-no-relu": Preset("the demo model without the ReLU mask", model={**_DEMO, "mask": "none"},
+                           loss=_DEMO_LOSS, train=_DEMO_TRAIN),
+    "demo-full-corr": Preset("the demo model with full correspondence", model={**_DEMO, "correspondence": "full"},
+                             loss=_DEMO_LOSS, train=_DEMO_TRAIN),
+    "faces": Preset("the shipped face model: 128x128 HED edges -> portrait, trained on 2 CPU cores", model=_FACES,
+                    loss=_FACES_LOSS, train=_FACES_TRAIN),
+    "faces-full-corr": Preset("the face model with full correspondence (Table 2 beside the shipped model)",
+                              model={**_FACES, "correspondence": "full"}, loss=_FACES_LOSS, train=_FACES_TRAIN),
 }
 
-PRESET_HELP: dict[str, str] = {
-    "paper": "MATEBIT as the paper describes it, with the released code's layer sizes",
-    "official": "the released code's MAT block: learned sign mask, scaled dot product, concatenated PE, SAGAN",
-    "no-mat": "Table 2 'w/o MAT': no MAT blocks",
-    "no-relu": "Table 2 'w/o ReLU': softmax over the unmasked cosine",
-    "full-corr": "Table 2 'Full Corr.': CoCosNet-style full correspondence instead of MAT",
-    "ffn": "Table 2 'w/o AdaConv': a pointwise FFN instead of AdaConv",
-    "no-skip": "Table 2 'w/o skip connection'",
-    "no-style": "Table 2 'w/o global style z'",
-    "tiny": "a 0.5 M-parameter model for fast tests",
-    "demo": "a small model that trains on 2 CPU cores in minutes (the embedded demo)",
-    "demo-no-relu": "the demo model without the ReLU mask",
-    "demo-full-corr": "the demo model with full correspondence",
-    "faces": "the shipped face model: 128x128 HED edges -> portrait, trained on 2 CPU cores",
-    "faces-full-corr": "the face model with full correspondence (Table 2 beside the shipped model)",
-}
-for _n in range(1, 6):
-    PRESET_HELP[f"mat{_n}"] = f"Fig. 7: {_n} MAT block(s)"
+
+def preset(name: str) -> Preset:
+    """The registry entry of that name; a ConfigError naming the choices otherwise."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    if name not in MODEL_PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
-    return from_dict(ModelConfig, {**MODEL_PRESETS[name], **overrides})
-
-
-LOSS_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    # The released code's README recipe (CelebA-HQ): its extra terms and weights, its contextual form, its
-    # contrastive variant (exemplar codes as negatives, raw dot products).
-    "official": dict(recipe="official", style=100.0, align=10.0, corr=1000.0, structure=0.0,
-                     perceptual=0.001, perceptual_kind="mse", contextual=10.0, contextual_form="official",
-                     contextual_center="y_position",
-                     adversarial=10.0, gan_feature_matching=10.0, vgg_feature_matching=10.0, gram_style=1.0,
-                     negatives="exemplars", normalize_style_codes=False),
-    # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
-    # pixel L1 stands in for them (stated wherever the demo reports results).
-    # `match` (self-warp matching, not in the paper): without it no demo model beat the identity map on PCK
-    # (0.124 +- 0.008 at PCK@0.05 against 0.153); with it and the stronger warp, 0.287 +- 0.005 (3 seeds, README).
-    "demo": dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
-                 early_steps=200, queue_size=256, match=1.0),
-    # Real portraits on 2 CPU cores: the demo's terms plus Eq. 10's perceptual term on the HED network's VGG16
-    # trunk (the only pretrained image network offline; a named substitute for VGG19, +85% time per step).
-    # Contextual (Eq. 11) and structural (Eq. 12) terms are off: together they would halve the steps again.
-    # `match` at 0.1, not the demo's 1.0: at 1.0 the correspondence learned fast but the generator saturated to a
-    # white image at step ~650 of 1800 and never recovered (README, "Face model").
-    "faces": dict(recipe="faces", structure=0.0, perceptual=1.0, contextual=0.0, pixel=10.0, adversarial=0.1,
-                  perceptual_network="hed-vgg16", early_steps=500, queue_size=512, match=0.1),
-}
+    return from_dict(ModelConfig, {**preset(name).model, **overrides})
 
 
 def experiment_preset(name: str) -> ExperimentConfig:
-    """A whole run: the model preset of that name, its loss recipe and training defaults."""
-    model = model_preset(name)
-    if name == "official":
-        loss, train = LOSS_PRESETS["official"], dict(exemplar_rate=0.7)
-    elif name == "tiny":
-        loss, train = LOSS_PRESETS["demo"], dict(image_size=64, batch_size=8, steps=600, decay_start=400,
-                                                  checkpoint_every=200, log_every=20, image_every=200)
-    elif name.startswith("faces"):
-        # The demo's optimiser settings (they learn in a short budget); the self-exemplar warp as strong as the
-        # moved-exemplar evaluation's transforms (rotation 15 degrees, zoom 15%, shift 8%). The data are aligned
-        # portraits with varied backdrops, clothes, light and framing (`matebit prepare faces --variants`,
-        # data/portraits.py), so the target and its exemplar share whatever backdrop a variant has and the output
-        # learns to take the exemplar's; the exemplar-only recolouring of earlier recipes is off.
-        loss, train = LOSS_PRESETS["faces"], dict(image_size=128, batch_size=8, steps=3000, decay_start=2000,
-                                                   checkpoint_every=100, log_every=20, image_every=300,
-                                                   lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=15.0,
-                                                   warp_zoom=0.15, warp_shift=0.08, keep_checkpoints=5)
-    elif name.startswith("demo"):
-        # Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
-        # learns almost nothing in the few minutes it has (matebit demo). The self-exemplar warp is as strong as
-        # the benchmark's moved exemplars (20 degrees, zoom 20%, shift 10%): with loss.match, one seed scored
-        # PCK@0.05 0.290 against 0.251 with the default warp (README, "Two commands").
-        loss, train = LOSS_PRESETS["demo"], dict(image_size=64, batch_size=8, steps=1300, decay_start=866,
-                                                  checkpoint_every=1300, log_every=20, image_every=325,
-                                                  lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=20.0,
-                                                  warp_zoom=0.2, warp_shift=0.1)
-    else:
-        loss, train = LOSS_PRESETS["paper"], {}
-    return ExperimentConfig(model=model, loss=from_dict(LossConfig, loss), train=from_dict(TrainConfig, train),
-                            preset=name)
+    """A whole run: the model, loss recipe and training settings of the preset of that name."""
+    p = preset(name)
+    return ExperimentConfig(model=model_preset(name), loss=from_dict(LossConfig, p.loss),
+                            train=from_dict(TrainConfig, p.train), preset=name)

@@ -47,8 +47,9 @@ from torch import Tensor
 from matebit.config import MIN_NET_SIDE, SIZE_STRIDE
 from matebit.errors import InputError
 
+from matebit.weights import PROCESSOR_FILE
+
 SizePolicy = Literal["trained", "pad", "resize"]
-PROCESSOR_FILE = "preprocessor_config.json"
 
 __all__ = ["SizePolicy", "PROCESSOR_FILE", "ProcessorConfig", "ImageProcessor", "PhotoPair", "Prepared",
            "resize", "check_size_arg", "prepare", "restore", "read_capped", "to_size"]

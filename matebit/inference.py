@@ -145,6 +145,9 @@ class Translator:
     long runs: a large folder, a server. A compiled graph follows later thread-count changes (the thread
     governor's): compiled at 2 threads and run at 1, it used one core (2026-12-02).
 
+    Constructing one changes no process-wide setting: torch's thread count is the caller's to choose
+    (`matebit.speed.configure_cpu_threads()` makes the commands' load-aware choice).
+
     `trained_size`: the side the model was trained at (`train.image_size` of an ExperimentConfig), which the
     default size policy runs it at; None for a bare ModelConfig. `source` names the model in error messages.
     """
@@ -162,9 +165,9 @@ class Translator:
         self.compile = compile  # checked by speed.maybe_compile (InputError for a mode matebit does not offer)
         # One layout decision, passed to prepare_for_inference and used for every input.
         self._channels_last = speed.default_channels_last(self.device, compiled=compile is not None)
-        # Threads, precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking
-        # and casting rewrite the weights, so they are done only to a model this Translator loaded itself.
-        speed.configure_cpu_threads()
+        # Precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking and casting
+        # rewrite the weights, so they are done only to a model this Translator loaded itself. Threads are
+        # process-wide, so they stay the caller's (the commands call speed.configure_cpu_threads).
         self.generator, self._precision_ctx = speed.prepare_for_inference(
             generator, self.device, self.precision, channels_last=self._channels_last, bake=owned, cast_weights=owned,
             compile_mode=compile)

@@ -479,12 +479,10 @@ VERIFY_PROGRESS_FROM = 200  # data sets with at least this many pairs show a pro
 def open_datasets(cfg: ExperimentConfig, data_root: str):
     """(train split, validation split or None when it is empty) of the paired-folder data set."""
     from matebit.data import DataConfig, PairedFolderDataset
-    from matebit.data.warp import WarpConfig
 
     t = cfg.train
-    warp = WarpConfig(rotation=t.warp_rotation, scale=t.warp_zoom, translation=t.warp_shift)
     data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
-                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=warp,
+                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=t.warp,
                           recolour_background=t.recolour_background,
                           recolour_target=t.recolour_target)
     val = PairedFolderDataset(data_cfg, "val", allow_empty=True)

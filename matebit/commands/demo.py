@@ -55,8 +55,10 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
 
 
 def _faces(args: argparse.Namespace) -> int:
+    from matebit import speed
     from matebit.recipes.faces import FACE_MODEL, faces_demo
 
+    speed.configure_cpu_threads(args.threads)  # the command's choice; a Translator leaves threads to its caller
     out = Path(args.out if args.out != "matebit-demo" else "matebit-demo-faces")
     paths = faces_demo(out, exemplar=args.exemplar, model=args.model or FACE_MODEL)
     print(f"page: {paths['html'].resolve()}")
@@ -65,14 +67,14 @@ def _faces(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.faces:
         return _faces(args)
     if args.exemplar or args.model:
         raise InputError("--exemplar and --model go with --faces")
     settings = settings_from_args(args)
     settings.config()  # a bad preset or --set fails here, before any data is written
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
     result = run_demo(Path(args.out), settings, progress=not args.no_progress, threads=args.threads)
     t = result["timings"]
     print(f"done in {t['total']:.0f} s (training {t['training']:.0f} s)")

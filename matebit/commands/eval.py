@@ -130,7 +130,7 @@ def _check_weights(names: list[str], args: argparse.Namespace) -> None:
             raise MissingWeightsError(str(e).replace("fid_weights=PATH", "--fid-weights FILE").replace(
                 "feature_network='hed-vgg16'", "--feature-network hed-vgg16")) from None
     if bases & {"texture", "color", "semantic"}:
-        from matebit.pretrained import hub_checkpoint_path
+        from matebit.third_party import hub_checkpoint_path
 
         p = Path(args.vgg19_weights) if args.vgg19_weights else hub_checkpoint_path("vgg19")
         if not p.is_file():
@@ -138,7 +138,7 @@ def _check_weights(names: list[str], args: argparse.Namespace) -> None:
                 f"{p}: VGG19 weights not found (needed by texture/color/semantic); put {p.name} there, pass "
                 f"--vgg19-weights FILE, or use --feature-network hed-vgg16 for a labelled substitute")
     if any(n.endswith("[hed-vgg16]") for n in names):
-        from matebit.pretrained import find_hed_weights
+        from matebit.third_party import find_hed_weights
 
         find_hed_weights()
 
@@ -338,6 +338,9 @@ def main(args: argparse.Namespace) -> int:
         for p, what in ((model_dir, "model"), (data, "data")):
             if not p.is_dir():
                 raise MissingPathError(f"{p}: {what} folder not found")
+        from matebit import speed
+
+        speed.configure_cpu_threads()  # the command's choice; a Translator leaves threads to its caller
         translator = Translator.from_pretrained(model_dir, device=device, dtype=args.dtype)
         can_pck = translator.config.n_mat_blocks > 0 and any((data / d).is_dir() for d in ("keypoints", "landmarks"))
         has = {"targets": True, "exemplars": True, "timing": True, "pck": can_pck}

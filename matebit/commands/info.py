@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from matebit import __version__
-    from matebit.config import MODEL_PRESETS, PRESET_HELP
+    from matebit.config import PRESETS
 
     print(f"matebit {__version__}")
     print(f"python {platform.python_version()}  torch {torch.__version__}  numpy {numpy.__version__}")
@@ -48,8 +48,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"device: cpu ({torch.get_num_threads()} threads); no CUDA device found")
     print("presets:")
-    for name in MODEL_PRESETS:
-        print(f"  {name:15s} {PRESET_HELP.get(name, '')}")
+    for name, entry in PRESETS.items():
+        print(f"  {name:15s} {entry.help}")
     if args.preset:
         n, gflops = model_stats(args.preset, args.size)
         print(f"{args.preset}: {n / 1e6:.2f} M parameters, {gflops:.1f} GFLOPs per {args.size}x{args.size} image")

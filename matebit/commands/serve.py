@@ -118,6 +118,9 @@ def main(args: argparse.Namespace) -> int:
     from matebit.app import HostCheck, Limits, ServeApp, allowed_hosts, build_ui, find_examples, write_examples
     from matebit.inference import Translator
 
+    from matebit import speed
+
+    speed.configure_cpu_threads()  # the command's choice; a Translator leaves threads to its caller
     translator = Translator.from_pretrained(model_dir, device=args.device, compile=args.compile)
     limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
                     work_side=args.work_side)

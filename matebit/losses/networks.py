@@ -20,16 +20,16 @@ class LossNetworks:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, device: torch.device) -> "LossNetworks":
-        from matebit import pretrained
+        from matebit import third_party
 
         w = cfg.loss
         nets = cls()
         if w.perceptual or w.contextual or w.vgg_feature_matching or w.gram_style:
-            nets.perceptual = pretrained.load_perceptual(w.perceptual_network, w.vgg19_path or None)
+            nets.perceptual = third_party.load_perceptual(w.perceptual_network, w.vgg19_path or None)
         if w.structure:
-            nets.hed = pretrained.load_hed()
+            nets.hed = third_party.load_hed()
             substitute = w.perceptual_network == "hed-vgg16"
-            nets.lpips = pretrained.load_lpips(w.lpips_backbone_path or None, allow_substitute=substitute)
+            nets.lpips = third_party.load_lpips(w.lpips_backbone_path or None, allow_substitute=substitute)
         for name in ("perceptual", "hed", "lpips"):
             net = getattr(nets, name)
             if net is not None:

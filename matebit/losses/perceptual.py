@@ -1,6 +1,6 @@
 """VGG-feature losses: perceptual (Eq. 10), contextual (Eq. 11, Mechrez et al. 2018) and the released
 code's VGG feature matching. All take dicts of named activations as returned by
-``matebit.pretrained.VGGFeatures``.
+``matebit.third_party.VGGFeatures``.
 """
 
 from __future__ import annotations

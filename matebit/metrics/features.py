@@ -149,10 +149,10 @@ def load_substitute(name: str, device: str | torch.device = "cpu") -> Callable[[
     if name not in SUBSTITUTES:
         raise ValueError(f"unknown substitute feature network {name!r}; known: {', '.join(SUBSTITUTES)}")
     try:
-        from matebit.pretrained import load_hed_vgg16_features  # lazy: another module, heavy weights
+        from matebit.third_party import load_hed_vgg16_features  # lazy: another module, heavy weights
     except ImportError as e:
         raise MissingWeightsError(
-            f"feature network 'hed-vgg16' needs matebit.pretrained.load_hed_vgg16_features ({e})") from None
+            f"feature network 'hed-vgg16' needs matebit.third_party.load_hed_vgg16_features ({e})") from None
     trunk = load_hed_vgg16_features()
     if isinstance(trunk, nn.Module):
         trunk = trunk.eval().requires_grad_(False).to(device)
@@ -170,12 +170,12 @@ def load_vgg_layers(network: str = "vgg19", device: str | torch.device = "cpu",
                     path: str | os.PathLike | None = None) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """relu1_2 ... relu5_2 features, images in [-1, 1] in, dict layer -> (B, C, h, w) out.
 
-    "vgg19": ImageNet VGG19 via matebit.pretrained.load_vgg19 (MissingWeightsError when not on disk).
+    "vgg19": ImageNet VGG19 via matebit.third_party.load_vgg19 (MissingWeightsError when not on disk).
     "hed-vgg16": the offline substitute, HED's VGG16 trunk (same layer names, VGG16 positions)."""
     try:
-        from matebit.pretrained import load_hed_vgg16_features, load_vgg19  # lazy: another module
+        from matebit.third_party import load_hed_vgg16_features, load_vgg19  # lazy: another module
     except ImportError as e:
-        raise MissingWeightsError(f"the VGG scores need matebit.pretrained ({e})") from None
+        raise MissingWeightsError(f"the VGG scores need matebit.third_party ({e})") from None
     if network == "vgg19":
         net = load_vgg19(path)
     elif network == "hed-vgg16":

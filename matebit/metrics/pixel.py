@@ -60,12 +60,12 @@ def ssim_metric(items: EvalSet, device: Any = None, batch_size: Any = None) -> M
 
 
 def load_lpips(net: str = "alex", device: str = "cpu") -> tuple[Callable, str]:
-    """(distance fn, network name) from matebit.pretrained.load_lpips. net: "alex" (the standard metric),
+    """(distance fn, network name) from matebit.third_party.load_lpips. net: "alex" (the standard metric),
     "vgg", or "hed-vgg16" (LPIPS-vgg heads on HED's VGG16, a labelled substitute)."""
     try:
-        from matebit.pretrained import load_lpips as _load  # lazy: another module, heavy weights
+        from matebit.third_party import load_lpips as _load  # lazy: another module, heavy weights
     except ImportError as e:
-        raise MissingWeightsError(f"the lpips metric needs matebit.pretrained.load_lpips ({e})") from None
+        raise MissingWeightsError(f"the lpips metric needs matebit.third_party.load_lpips ({e})") from None
     if net == "hed-vgg16":
         model = _load(net="vgg", allow_substitute=True)
     elif net in ("alex", "vgg"):

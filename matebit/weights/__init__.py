@@ -36,6 +36,8 @@ from matebit.errors import CheckpointError, InputError
 __all__ = ["CARD_KEYS", "MAX_SHIPPED_MB", "ShippedModel", "weights_root", "shipped_names", "shipped_models",
            "shipped_model", "resolve_model", "read_card_meta", "card_front_matter", "export_model"]
 
+# A model folder's record of how its inputs were made from photos (matebit.image_processor.ProcessorConfig).
+PROCESSOR_FILE = "preprocessor_config.json"
 MAX_SHIPPED_MB = 25.0  # issue 18: a shipped model is at most 25 MB
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Front matter keys of a shipped card, in the order they are written.
@@ -275,8 +277,6 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists; pass overwrite=True (`--force`) to replace it")
     config_text = (model_dir / "config.json").read_text(encoding="utf-8")
-    from matebit.image_processor import PROCESSOR_FILE
-
     processor = model_dir / PROCESSOR_FILE
     processor_text = processor.read_text(encoding="utf-8") if processor.is_file() else None
     with atomic_directory(target) as tmp:

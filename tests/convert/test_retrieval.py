@@ -117,10 +117,10 @@ def test_torch_extractor_pools_deepest_output(photo_dir):
 
 def test_vgg19_missing_weights_points_to_substitute(monkeypatch, tmp_path):
     try:
-        pretrained = importlib.import_module("matebit.pretrained")
+        third_party = importlib.import_module("matebit.third_party")
     except ImportError:
-        pytest.skip("matebit.pretrained not available")
-    if not hasattr(pretrained, "load_vgg19"):
+        pytest.skip("matebit.third_party not available")
+    if not hasattr(third_party, "load_vgg19"):
         pytest.skip("no load_vgg19")
     import torch
 
@@ -133,7 +133,7 @@ def test_vgg19_missing_weights_points_to_substitute(monkeypatch, tmp_path):
 
 def _hed_available():
     try:
-        from matebit.pretrained import find_hed_weights
+        from matebit.third_party import find_hed_weights
 
         find_hed_weights()
         return True

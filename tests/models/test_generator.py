@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from matebit.config import MODEL_PRESETS, model_preset
+from matebit.config import PRESETS, model_preset
 from matebit.models import InputSizeError, MATEBITGenerator, MultiscaleDiscriminator
 from matebit.models.layers import AdaConv
 
@@ -32,10 +32,10 @@ def test_sizes_not_multiple_of_stride_are_refused():
         g(s, e[..., :48])
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_and_runs(name):
-    tiny = dict(MODEL_PRESETS["tiny"])
-    cfg = model_preset(name, **{k: v for k, v in tiny.items() if k not in MODEL_PRESETS[name]})
+    tiny = PRESETS["tiny"].model
+    cfg = model_preset(name, **{k: v for k, v in tiny.items() if k not in PRESETS[name].model})
     g, d = MATEBITGenerator(cfg), MultiscaleDiscriminator(cfg)
     s, e = _inputs(b=1, h=32, w=32)
     probe = g.probe_correspondence(s, e, query_index=torch.tensor([0, 3]))

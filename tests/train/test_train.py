@@ -140,7 +140,7 @@ def test_missing_vgg19_stops_with_the_file_name(data, tmp_path, capsys, monkeypa
 
 def test_substitute_perceptual_network_is_recorded(data, tmp_path, capsys, monkeypatch):
     pytest.importorskip("lpips")
-    from matebit.pretrained import find_hed_weights
+    from matebit.third_party import find_hed_weights
 
     try:
         find_hed_weights()

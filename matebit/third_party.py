@@ -1,4 +1,7 @@
-"""Finding and loading the standard pretrained networks the losses need.
+"""Third-party pretrained networks (VGG19, HED, LPIPS): finding their weight files and loading them.
+
+The losses, the metrics, the HED converter and exemplar retrieval use them; matebit's own models (shipped or
+trained) are loaded by `matebit.checkpoint` and `Translator.from_pretrained` instead.
 
 Nothing here downloads unless a caller asks for it (``allow_download=True``). Weight files are looked
 up at an explicit path or in the torch hub cache (``torch.hub.get_dir()/checkpoints/``) under the file

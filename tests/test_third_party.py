@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from matebit import pretrained as P
+from matebit import third_party as P
 
 
 @pytest.fixture(autouse=True)
