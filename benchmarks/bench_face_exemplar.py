@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="prepared face folder (val.txt, structure/)")
     p.add_argument("--model", action="append", required=True, help="model folder or shipped name (repeatable)")
-    p.add_argument("--exemplar", default=None, help="exemplar image (default: matplotlib's grace_hopper.jpg)")
+    p.add_argument("--exemplar", default=None, help="exemplar image (default: the package's grace_hopper.jpg)")
     p.add_argument("--skin-box", type=int, nargs=4, default=SKIN_BOX)
     p.add_argument("--clothes-box", type=int, nargs=4, default=CLOTHES_BOX)
     p.add_argument("--out", default=str(RESULTS / "faces-hopper-exemplar-cpu.json"))
