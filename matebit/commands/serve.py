@@ -45,11 +45,13 @@ def private_temp_dir() -> Path:
 
 def resolve_model_dir(model: str | None) -> Path:
     if model:
-        return Path(model)
+        from matebit.weights import resolve_model
+
+        return resolve_model(model)
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
         return DEFAULT_MODEL_DIR
-    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model DIR (a folder written by "
-                     f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
+    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model NAME|DIR (a shipped "
+                     f"model's name, or a folder written by `matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
 
 
 def check_port(host: str, port: int) -> None:
@@ -76,8 +78,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
-                                                       f"demo`)")
+    parser.add_argument("--model", metavar="NAME|DIR",
+                        help=f"a shipped model's name (`matebit models`) or a model folder (default: "
+                             f"{DEFAULT_MODEL_DIR}, from `matebit demo`)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -54,8 +54,9 @@ class Plan:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from matebit.convert import PHOTO_CONVERTERS
 
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="model folder written by training or save_pretrained, or a shipped model's name")
+    parser.add_argument("--model", required=True, metavar="NAME|DIR",
+                        help="a shipped model's name (`matebit models`), or a model folder written by training or "
+                             "save_pretrained")
     parser.add_argument("--structure", metavar="FILE|DIR", help="structure map, or a folder of them")
     parser.add_argument("--exemplar", metavar="FILE|DIR",
                         help="exemplar image; with a structure folder, a folder (same stems) or one file for all")
