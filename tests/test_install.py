@@ -175,3 +175,109 @@ def test_the_demo_exemplar_ships_with_the_package():
     assert p.relative_to(ROOT / "matebit").as_posix() in package_data
     readme = (p.parent / "README.md").read_text(encoding="utf-8")
     assert p.name in readme and "public domain" in readme
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every preset `matebit info` lists, in the environment `make demo` installs
+
+
+def closure(names: set[str]) -> set[str]:
+    """These distributions and every installed distribution they require (with the extras they ask for)."""
+    todo, seen = [(n, "") for n in names], set()
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        try:
+            reqs = md.distribution(name).requires or []
+        except md.PackageNotFoundError:
+            continue
+        for line in reqs:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(canonicalize_name(req.name), e) for e in ("", *req.extras)]
+    return {name for name, _ in seen}
+
+
+def demo_site_packages(folder: Path) -> Path:
+    """A site-packages folder of links to what `make demo` installs and what that requires, from this
+    environment's installed files: imports of anything else (tensorboard, gradio, pytest...) fail in it."""
+    wanted = closure(installed_by(makefile_var("DEMO_EXTRAS")) | INSTALLER) - {"matebit"}
+    folder.mkdir()
+    for dist in md.distributions():
+        if canonicalize_name(dist.metadata["Name"] or "") not in wanted:
+            continue
+        for f in dist.files or ():
+            if f.parts[0] in ("..", "__pycache__") or f.parts[0].endswith(".pth") or f.parts[0] == "bin":
+                continue
+            link, source = folder / f.parts[0], Path(dist.locate_file(f.parts[0]))
+            if not link.exists() and source.exists():
+                link.symlink_to(source)
+    return folder
+
+
+PRESET_PROBE = r"""
+import contextlib, io, json, sys
+from matebit.cli import run
+from matebit.data import write_synthetic_dataset
+
+root = sys.argv[1]
+write_synthetic_dataset(root + "/data", 4, 2, size=64, seed=0)
+listing = io.StringIO()
+with contextlib.redirect_stdout(listing):
+    assert run(["info"]) == 0
+lines = listing.getvalue().split("presets:\n", 1)[1].splitlines()
+presets = [line.split()[0] for line in lines if line.startswith("  ")]
+# Each preset's own model, loss recipe and pretrained networks; narrower layers, 64 px and one step keep it quick.
+small = ["--set", "train.steps=1", "--set", "train.image_size=64", "--set", "train.batch_size=2",
+         "--set", "model.base_channels=8", "--set", "model.feature_channels=32", "--set", "model.spade_hidden=16",
+         "--set", "model.d_channels=8", "--set", "train.log_every=1"]
+results = []
+for preset in presets:
+    for flags in (["--perceptual", "hed-vgg16"], []):
+        err = io.StringIO()
+        out = f"{root}/runs/{preset}{'-hed' if flags else ''}"
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = run(["train", "--preset", preset, *flags, "--data", root + "/data", "--out", out, "--quiet",
+                      *small])
+        results.append({"preset": preset, "flags": flags, "rc": rc, "stderr": err.getvalue(), "out": out})
+print(json.dumps({"presets": presets, "results": results, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_every_preset_trains_or_says_what_to_install_in_the_demo_environment(tmp_path):
+    """`matebit train --preset P [--perceptual hed-vgg16]` for every preset `matebit info` lists, in a Python that
+    sees only what `make demo` installs: one step runs, or the run stops before step 1 with one line naming the
+    flag, file or extra that is missing (exit 2), never an internal error."""
+    import json
+    import os
+    import subprocess
+
+    site = demo_site_packages(tmp_path / "site-packages")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}", "PYTHONNOUSERSITE": "1", "MATEBIT_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-S", "-c", PRESET_PROBE, str(tmp_path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    presets, results = report["presets"], report["results"]
+    assert {"paper", "official", "demo", "faces"} <= set(presets)
+    # the probe really ran without the extras
+    assert not {"tensorboard", "gradio", "_pytest"} & {m.split(".")[0] for m in report["modules"]}
+    bad = []
+    for r in results:
+        lines = r["stderr"].strip().splitlines()
+        if r["rc"] == 0:
+            ok = (Path(r["out"]) / "model" / "config.json").is_file()
+        else:
+            ok = (r["rc"] == 2 and len(lines) == 1 and "internal error" not in lines[0]
+                  and re.search(r"--[a-z]|pip install|matebit\[", lines[0]) is not None)
+        if not ok:
+            bad.append((r["preset"], r["flags"], r["rc"], lines[-3:]))
+    assert not bad, bad
+    # The paper recipe and its ablations train with the offline substitute; the paper preset with the default VGG19
+    # and no weight file stops naming the file and the flag.
+    ran = {(r["preset"], bool(r["flags"])) for r in results if r["rc"] == 0}
+    assert {("paper", True), ("official", True), ("faces", True), ("faces", False), ("demo", False)} <= ran
+    paper_vgg = next(r for r in results if r["preset"] == "paper" and not r["flags"])
+    assert paper_vgg["rc"] == 0 or "--vgg19-weights" in paper_vgg["stderr"]
