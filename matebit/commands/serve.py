@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                         help="torch.compile the model (default mode; or reduce-overhead on a GPU): the first "
-                             "request of each size compiles (about 50 s on 2 CPU cores), later ones run faster")
+                             "request of each size compiles (tens of seconds on a CPU), later ones run faster")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
     parser.add_argument("--max-pixels", type=int, default=16_000_000,
                         help="largest image in pixels, checked before decoding (default 16,000,000)")

@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
     parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                         help="torch.compile the model (mode: default, reduce-overhead, max-autotune); the first "
-                             "batch of each size compiles (about 50 s on 2 CPU cores at 256x256), later ones run "
-                             "1.1-1.2x faster on a CPU: for large folders")
+                             "batch of each size compiles (tens of seconds on a CPU), later ones run faster: for large "
+                             "folders")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads (default: the cores other processes leave free, re-chosen between batches)")
     parser.add_argument("--skip-existing", action="store_true",
