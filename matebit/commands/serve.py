@@ -51,7 +51,8 @@ def resolve_model_dir(model: str | None) -> Path:
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
         return DEFAULT_MODEL_DIR
     raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model NAME|DIR (a shipped "
-                     f"model's name, or a folder written by `matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
+                     f"model's name, or a folder written by `matebit train` or save_pretrained), or run "
+                     f"`matebit demo` first, which trains one there")
 
 
 def check_port(host: str, port: int) -> None:
