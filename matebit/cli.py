@@ -7,7 +7,7 @@ command's heavy or optional dependencies never slow down or break another. A com
 Errors are mapped by class (`matebit.errors`): a `UserError` is bad input, printed as one line, exit 2; anything
 else is a bug: one line, exit 1, and the traceback only with MATEBIT_DEBUG=1.
 
-CPU threads (issue 17): the `matebit` process sets MATEBIT_THREADS=auto unless the user set it: the thread count is
+CPU threads: the `matebit` process sets MATEBIT_THREADS=auto unless the user set it: the thread count is
 chosen from the load at start (`matebit.speed.choose_threads`) and re-chosen while training or translating folders
 (`matebit.speed.ThreadGovernor`); --threads N or OMP_NUM_THREADS fixes it. `run()` called in-process (tests,
 notebooks) leaves the environment alone, so library runs keep the thread count their caller set.

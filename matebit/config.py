@@ -136,7 +136,7 @@ class LossConfig:
     # Not in the paper or the released code: cross-entropy of the MAT blocks' unmasked attention rows against the
     # token a self-exemplar's warp moved each structure token to (losses/correspondence.py: match_loss).
     # Self-supervised (the warp is drawn by the data pipeline); the demo uses it because Eq. 9 alone does not learn
-    # matching in its minutes of training (README, "Two commands").
+    # matching in its minutes of training (docs/demo-study.md).
     match: float = 0.0
     perceptual_kind: Literal["l1", "mse"] = "l1"  # Eq. 10 says L1; the released code uses MSE
     contextual_form: Literal["paper", "official"] = "paper"
@@ -229,9 +229,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # The released code runs its loss networks (VGG19, HED, LPIPS) in fp32 under AMP; True runs them under the
-    # training autocast too. With precision=bf16 on 2 AVX512-BF16 cores the face recipe's step took 1.91 s against
-    # 2.52 s with fp32 loss networks and 3.15 s all fp32 (benchmarks/bench_train.py); the whole recipe ran 1.52x faster
-    # and its model scored equal PCK@0.02/0.05 and 0.028 lower PCK@0.10 than the fp32 one (one training each, README).
+    # training autocast too: faster with precision=bf16 on CPUs with native bf16, at a small cost in PCK@0.10 in the
+    # one comparison made (measured: benchmarks/README.md, "Training steps on a CPU").
     loss_networks_autocast: bool = False
     exemplar_rate: float = 0.0  # share of pairs-file exemplars; the paper uses warped self-exemplars only
     flip: bool = True
@@ -247,9 +246,8 @@ class TrainConfig:
     warp_zoom: float = WarpConfig.scale
     warp_shift: float = WarpConfig.translation
     nan_policy: Literal["stop", "skip"] = "stop"
-    # torch.compile the G side and D for training (matebit.train.Trainer). On 2 CPU cores the demo's step went from
-    # 298 to 213 ms (1.40x, benchmarks/bench_train.py) after about 3.5 min of compiling: a loss for a 1300-step demo;
-    # the face step (bf16, loss network under autocast) gained nothing (2.29 against 2.22 s).
+    # torch.compile the G side and D for training (matebit.train.Trainer). Off by default: on a CPU the compile
+    # time outweighed the gain over the demo's run, and the face step gained nothing (benchmarks/README.md).
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -415,13 +413,12 @@ class Preset:
 
 _TINY = dict(base_channels=8, feature_channels=32, spade_hidden=16, style_dim=16, d_channels=8, d_layers=2)
 # Sized to train in minutes on 2 CPU cores; spectral norm off because its power iterations cost a third of a CPU
-# step at this size (a departure from the paper's "all layers", listed in README.md).
+# step at this size (a departure from the paper's "all layers", listed in docs/departures.md).
 _DEMO = dict(base_channels=8, feature_channels=64, spade_hidden=32, style_dim=16, d_channels=16, d_layers=2,
              spectral_norm="none")
 
-# The shipped face model (`matebit recipe faces`): 5.5 M parameters, sized to train at 128x128 on 2 CPU cores in
-# about two hours (2.1 s per step of 8 without the perceptual term, 3.9 s with it, measured on the AMD EPYC
-# development machine); spectral norm off for the same reason as the demo.
+# The shipped face model (`matebit recipe faces`): sized to train at 128x128 on 2 CPU cores (its training time:
+# docs/faces.md); spectral norm off for the same reason as the demo.
 _FACES = dict(base_channels=16, feature_channels=128, spade_hidden=64, style_dim=32, d_channels=32, d_layers=3,
               spectral_norm="none")
 
@@ -435,21 +432,21 @@ _OFFICIAL_LOSS = dict(recipe="official", style=100.0, align=10.0, corr=1000.0, s
 # CPU demo: no pretrained network can be loaded offline in minutes, so the VGG/HED terms are off and a
 # pixel L1 stands in for them (stated wherever the demo reports results).
 # `match` (self-warp matching, not in the paper): without it no demo model beat the identity map on PCK
-# (0.124 +- 0.008 at PCK@0.05 against 0.153); with it and the stronger warp, 0.287 +- 0.005 (3 seeds, README).
+# (docs/demo-study.md).
 _DEMO_LOSS = dict(recipe="demo", structure=0.0, perceptual=0.0, contextual=0.0, pixel=10.0, adversarial=0.1,
                   early_steps=200, queue_size=256, match=1.0)
 # Real portraits on 2 CPU cores: the demo's terms plus Eq. 10's perceptual term on the HED network's VGG16
-# trunk (the only pretrained image network offline; a named substitute for VGG19, +85% time per step).
+# trunk (the only pretrained image network offline; a named substitute for VGG19).
 # Contextual (Eq. 11) and structural (Eq. 12) terms are off: together they would halve the steps again.
 # `match` at 0.1, not the demo's 1.0: at 1.0 the correspondence learned fast but the generator saturated to a
-# white image at step ~650 of 1800 and never recovered (README, "Face model").
+# white image partway through training and never recovered (docs/faces.md).
 _FACES_LOSS = dict(recipe="faces", structure=0.0, perceptual=1.0, contextual=0.0, pixel=10.0, adversarial=0.1,
                    perceptual_network="hed-vgg16", early_steps=500, queue_size=512, match=0.1)
 
 # Adam with momentum (beta1 0.5) at 10x the paper's rates: with beta1 = 0 and 1e-4 the demo model
 # learns almost nothing in the few minutes it has (matebit demo). The self-exemplar warp is as strong as
 # the benchmark's moved exemplars (20 degrees, zoom 20%, shift 10%): with loss.match, one seed scored
-# PCK@0.05 0.290 against 0.251 with the default warp (README, "Two commands").
+# a higher PCK than with the default warp (docs/demo-study.md).
 _DEMO_TRAIN = dict(image_size=64, batch_size=8, steps=1300, decay_start=866, checkpoint_every=1300, log_every=20,
                    image_every=325, lr_g=1e-3, lr_d=2e-3, beta1=0.5, warp_rotation=20.0, warp_zoom=0.2,
                    warp_shift=0.1)

@@ -97,8 +97,7 @@ class Terminated(BaseException):
     A BaseException, so `except Exception` cleanup passes it on; not a KeyboardInterrupt, because CPython 3.11
     remembers a KeyboardInterrupt that leaves code run through `exec` (a dataclass being created during a lazy
     import, e.g. torch._dynamo) as unhandled and then ends the process by SIGINT (-2) even after the CLI caught it
-    and returned 130: 8 of 86 SIGTERMs sent 0-1.5 s into a tiny run did that (the flaky
-    test_item03_sigterm_ends_a_run_and_releases_its_lock); with this class 0 of 40, 4 of them landing in such an exec.
+    and returned 130 (test_item03_sigterm_ends_a_run_and_releases_its_lock sends SIGTERMs early in a run).
     """
 
 

@@ -139,11 +139,9 @@ class Translator:
     fp32; "fp32" gives exact reference numbers. Outputs are float32 either way.
 
     `compile`: None (default, eager) or a `torch.compile` mode ("default", "reduce-overhead", "max-autotune").
-    The first call at each new input shape (size or batch size) compiles, which took 47-48 s on 2 CPU cores at
-    256x256; afterwards a call was 1.23x faster in fp32 and 1.18x in bf16 there, and on a GPU "reduce-overhead"
-    cut batch-1 latency from 13.2 ms (eager fp32) to 2.6 ms (README, Speed). So it is off by default and pays for
-    long runs: a large folder, a server. A compiled graph follows later thread-count changes (the thread
-    governor's): compiled at 2 threads and run at 1, it used one core (2026-12-02).
+    The first call at each new input shape (size or batch size) compiles, which takes tens of seconds on a CPU;
+    later calls are faster (measured: benchmarks/README.md). So it is off by default and pays for long runs: a
+    large folder, a server. A compiled graph follows later thread-count changes (the thread governor's).
 
     Constructing one changes no process-wide setting: torch's thread count is the caller's to choose
     (`matebit.speed.configure_cpu_threads()` makes the commands' load-aware choice).

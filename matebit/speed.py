@@ -8,27 +8,27 @@
 | switch                | default                                   | why                                                  |
 |-----------------------|-------------------------------------------|------------------------------------------------------|
 | configure_cpu_threads | the free cores (`choose_threads`): those  | OpenMP threads whose peer another process has        |
-|                       | this process may use minus what other     | descheduled wait at every op: the demo's 2-thread    |
-|                       | processes use of them; re-chosen while    | step ran 50x slower beside one busy process on 2     |
-|                       | training (`ThreadGovernor`)               | cores, 1 thread 1.2x (bench_contention.py)           |
-| precision             | "auto": bf16 on CUDA and on CPUs with     | "fp32" for reference numbers; bf16 moved the demo    |
-|                       | native bf16 (AVX512-BF16 / AMX), else fp32| model's outputs by 0.4/255 on average                |
+|                       | this process may use minus what other     | descheduled wait at every op, so spinning threads    |
+|                       | processes use of them; re-chosen while    | beside a busy process slow a step by far more than   |
+|                       | training (`ThreadGovernor`)               | one thread does (bench_contention.py)                |
+| precision             | "auto": bf16 on CUDA and on CPUs with     | "fp32" for reference numbers; bf16 is faster where   |
+|                       | native bf16 (AVX512-BF16 / AMX), else fp32| native and moves outputs little                      |
 | cast_weights          | on with bf16: bf16 weights, no autocast   | autocast re-casts around every op on its fp32 list   |
 |                       | (inputs are cast by hooks)                | (reflection padding: 2 casts per convolution)        |
 | channels_last         | on CUDA; on CPU only when compiled        | cuDNN runs NHWC natively; on CPU every eager instance|
 |                       |                                           | norm turns NHWC back into NCHW, two copies per conv; |
-|                       |                                           | compiled, NHWC won 1.05-1.09x                        |
+|                       |                                           | compiled, NHWC wins                                  |
 | bake_weights          | on for inference                          | spectral norm re-divides every weight by sigma on    |
 |                       |                                           | every call; inference can do it once                 |
 | winograd              | on for fp32 on CPU (NNPACK), used while   | large 3x3 stride-1 convolutions in Winograd F(6x6,   |
-|                       | torch runs 1 thread                       | 3x3): 1.5x faster at 1 thread, no gain at 2 (NNPACK  |
-|                       |                                           | does not scale); outputs move by ~2e-4               |
-| compile               | off (None); `Translator(compile=...)`,    | 9-48 s to compile per input shape on 2 CPU cores at  |
-|                       | `matebit translate/serve --compile`       | 256x256, then 1.18-1.23x per call in fp32 and bf16;  |
-|                       |                                           | "reduce-overhead" (CUDA graphs) pays at batch 1 on a |
-|                       |                                           | GPU. Pays for long runs only                         |
+|                       | torch runs 1 thread                       | 3x3): faster at 1 thread, no gain at 2 (NNPACK does  |
+|                       |                                           | not scale); outputs move by ~2e-4                    |
+| compile               | off (None); `Translator(compile=...)`,    | compiling takes tens of seconds per input shape on a |
+|                       | `matebit translate/serve --compile`       | CPU before calls get faster; "reduce-overhead" (CUDA |
+|                       |                                           | graphs) pays at batch 1 on a GPU. Pays for long runs |
 
-`benchmarks/bench_side_by_side.py` prints each switch's own effect beside the authors' released generator.
+`benchmarks/bench_side_by_side.py` prints each switch's own effect beside the authors' released generator; the
+measured effects are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ Precision = Literal["auto", "fp32", "bf16"]
 # Threads: chosen from the load at start, re-chosen while a long job runs
 #
 # The OpenMP wait policy is left as torch has it (waiting threads spin). OMP_WAIT_POLICY=PASSIVE (set before torch
-# loads) made a 2-thread step beside a busy process 25x faster than spinning, but the demo's step on idle cores
-# 1.7x slower (1.69 against 2.90 steps/s: its many small ops each wake a sleeping thread), and once the count is
-# down to 1 thread there is nothing to wait for; GOMP_SPINCOUNT=10000 was 8x faster than spinning beside a busy
-# process, its idle cost was not measured (benchmarks/README.md). The thread count is what wins.
+# loads) rescues 2 threads beside a busy process but slows the demo's step on idle cores (its many small ops each
+# wake a sleeping thread), and once the count is down to 1 thread there is nothing to wait for; GOMP_SPINCOUNT's
+# idle cost was not measured. The thread count is what wins (measured: benchmarks/README.md, "Beside a busy
+# process").
 
 
 def available_cores() -> int:
@@ -263,10 +263,8 @@ def resolve_precision(device: torch.device | str, precision: Precision = "auto")
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         if device.type == "cpu" and cpu_supports_bf16():
-            # Native bf16 (AMX / AVX512-BF16): a 256x256 paper-preset forward takes 0.83 s instead of 1.64 s in
-            # fp32 on 2 idle AMD EPYC cores (AVX512-BF16; 0.50 against 1.24 s on an Intel Xeon with AMX,
-            # benchmarks/README.md), and the demo model's outputs move by 0.4/255 on average
-            # (51 dB PSNR against fp32). Without native support bf16 is emulated and slower, so fp32 stays.
+            # Native bf16 (AMX / AVX512-BF16): faster than fp32 for outputs that differ little (measured:
+            # benchmarks/README.md). Without native support bf16 is emulated and slower, so fp32 stays.
             return torch.bfloat16
         return torch.float32
     if precision != "bf16":
@@ -302,9 +300,8 @@ def channels_last_input(x: torch.Tensor, enabled: bool | None = None) -> torch.T
 def default_channels_last(device: torch.device | str, compiled: bool = False) -> bool:
     """NHWC on CUDA, and on CPU under torch.compile. Not in eager CPU runs: the model's instance norms
     (F.instance_norm) return NCHW, so an NHWC network pays a copy into NCHW after every convolution and one back
-    before the next (0.96-0.99x in fp32 and bf16). A compiled graph lays out those norms itself, and there NHWC
-    won 1.05-1.09x in fp32 and bf16 (2 cores, 256x256, 2026-12-02; benchmarks/bench_side_by_side.py prints
-    each switch's effect)."""
+    before the next, which made it slower. A compiled graph lays out those norms itself, and there NHWC won
+    (benchmarks/bench_side_by_side.py prints each switch's effect; results in benchmarks/README.md)."""
     return torch.device(device).type == "cuda" or compiled
 
 
@@ -356,9 +353,8 @@ def nnpack_works() -> bool:
         x, w = torch.ones(1, 1, 8, 8), torch.ones(1, 1, 3, 3)
         # NNPACK sizes its own thread pool once, at its first convolution, from torch's thread count then, and
         # never resizes it. Winograd runs only at 1 thread (WINOGRAD_MAX_THREADS), so the pool gets 1 thread: one
-        # sized at 2 made every convolution use both cores at "1 thread" (process CPU time 1.9x wall, no faster:
-        # 18.0 against 18.5 ms for a 256-channel 64x64 layer), taking back the core the thread governor had given
-        # up to another process.
+        # sized at 2 made every convolution use both cores at "1 thread", no faster, taking back the core the
+        # thread governor had given up to another process (benchmarks/README.md).
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -374,10 +370,9 @@ def nnpack_works() -> bool:
 # made small ones slower (8 to 32 channels at 8 to 64 pixels). Every 3x3 layer of the paper generator at 256x256
 # except the 3-channel ones is above it (0.6e9 to 2.4e9).
 WINOGRAD_MIN_MACS = 2**28
-# Above this many intra-op threads the layers take oneDNN. NNPACK's threadpool did not scale here: one 256-channel
-# 64x64 layer took 12-16 ms on 1 thread and the same on 2, and inside the paper generator at 2 threads its layers
-# took 1.15 s per image against 0.77 s at 1 thread (torch.profiler, 2 AMD EPYC cores), so the whole fp32 forward
-# was no faster than oneDNN's (1.85 against 1.71 s) while at 1 thread it was 1.6x faster (1.95 against 3.2 s).
+# Above this many intra-op threads the layers take oneDNN. NNPACK's threadpool did not scale here: at 2 threads
+# its layers were no faster than at 1, so the whole fp32 forward gained nothing over oneDNN at 2 threads, while at
+# 1 thread it was faster (measured: benchmarks/README.md, "On a CPU").
 # Checked at every call: the thread governor changes the count while a job runs.
 WINOGRAD_MAX_THREADS = 1
 
@@ -385,9 +380,8 @@ WINOGRAD_MAX_THREADS = 1
 class WinogradConv2d(nn.Conv2d):
     """A 3x3 stride-1 Conv2d that runs through NNPACK's Winograd F(6x6, 3x3) for fp32 CPU inference.
 
-    For the paper generator's shapes (64 to 512 channels, 16 to 256 pixels) one convolution took 1.3x to 3x less
-    time than oneDNN's direct fp32 one at 1 thread, and the whole generator 1.5x less (bench_side_by_side.py
-    --threads 1).
+    For the paper generator's shapes (64 to 512 channels, 16 to 256 pixels) it is faster than oneDNN's direct fp32
+    convolution at 1 thread (bench_side_by_side.py --threads 1; results in benchmarks/README.md).
     Winograd rounds differently: one convolution moves by ~6e-5 (oneDNN ~1e-6), the paper generator's output
     image by up to ~2e-4 in [-1, 1]. Anything else (bf16, CUDA, autograd, small layers, more than
     WINOGRAD_MAX_THREADS threads) takes the ordinary path.

@@ -223,7 +223,7 @@ def _resolve_backbone_file(
     kind: str, path: str | os.PathLike | None, allow_download: bool, hint: str, flag: str | None = None
 ) -> Path:
     label = _LABELS[kind]
-    flag = flag or f"--{kind}-path"
+    flag = flag or f"--{kind}-weights"
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -475,7 +475,7 @@ def load_lpips(
         raise ValueError(f"load_lpips: net must be 'vgg' or 'alex', got {net!r}")
     kind = "vgg16" if net == "vgg" else "alexnet"
     try:
-        file = _resolve_backbone_file(kind, backbone_path, allow_download, "", flag="--lpips-backbone")
+        file = _resolve_backbone_file(kind, backbone_path, allow_download, "", flag="--lpips-weights")
     except MissingWeightsError as exc:
         if backbone_path is None and allow_substitute and net == "vgg":
             model = _lpips_module(net)

@@ -113,8 +113,8 @@ class Trainer:
             # checkpoints save.
             self.g_side = torch.compile(self.g_side)
             self.d_side = torch.compile(self.d_side)
-        # One fused kernel per optimizer step: on CUDA, and on CPU too, where the default per-tensor loop took 8.3 ms
-        # of the demo's ~190 ms step against 1.6 ms fused (G's 240 tensors and D's, 2 cores, scratch A/B run).
+        # One fused kernel per optimizer step: on CUDA, and on CPU too, where it is faster than the default
+        # per-tensor loop (benchmarks/README.md, "Training steps on a CPU").
         fused = self.device.type in ("cuda", "cpu")
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), fused=fused)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2),
@@ -204,8 +204,8 @@ class Trainer:
 
     def _grads_finite(self, net: nn.Module) -> bool:
         # One fused pass per device and dtype: the check GradScaler runs before an optimiser step, with a scale of
-        # 1 (x * 1.0 is x, so the gradients are unchanged). On the demo's 240 gradient tensors it takes 0.3 ms
-        # against 6.5 ms for an isfinite per tensor (2 CPU cores, 2026-12-02), about 3 % of the demo's step.
+        # 1 (x * 1.0 is x, so the gradients are unchanged): much cheaper than an isfinite per tensor
+        # (benchmarks/README.md, "Training steps on a CPU").
         groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in net.parameters():
             if p.grad is not None:

@@ -1,4 +1,4 @@
-"""The directions of dependence that keep the package easy to change (architecture in README.md's code map).
+"""The directions of dependence that keep the package easy to change (architecture in docs/code-map.md).
 
 Every `import` in a module counts, also those inside functions: a lazy import still ties two modules together.
 """

@@ -107,7 +107,7 @@ def test_defaults_leave_channels_last_off_on_cpu():
 
 
 def test_compiled_defaults_switch_layout_and_winograd():
-    # Under torch.compile on CPU, NHWC won and Inductor packs its own convolutions (README, Speed).
+    # Under torch.compile on CPU, NHWC won and Inductor packs its own convolutions (benchmarks/README.md).
     eager = speed.inference_defaults("cpu", torch.float32)
     compiled = speed.inference_defaults("cpu", torch.float32, compiled=True)
     assert compiled["channels_last"] is True and compiled["winograd"] is False

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: translate scikit-image's astronaut (HED edges) into the style of --exemplar with "
                         "the shipped face model; writes PNGs and index.html to --out")
     f.add_argument("--exemplar", metavar="IMAGE",
-                   help="exemplar portrait for --faces (default: matplotlib's grace_hopper.jpg, if installed)")
+                   help="exemplar portrait for --faces (default: the package's public-domain grace_hopper.jpg)")
     f.add_argument("--model", metavar="NAME|DIR", help="face model for --faces (default: the shipped faces-hed-128)")
 
 

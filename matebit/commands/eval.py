@@ -2,9 +2,9 @@
 JSON lines and lay them out as the paper's Table 1 / Table 2 in Markdown.
 
   matebit eval --items DIR --out DIR                      an EvalSet folder (outputs/, exemplars/, targets/ ...)
-  matebit eval --model DIR --data DIR --out DIR           translate the val pairs, save PNG samples, evaluate
+  matebit eval --model NAME|DIR --data DIR --out DIR       translate the val pairs, save PNG samples, evaluate
   matebit eval report A.jsonl B.jsonl [--out table.md]    Markdown table from result files
-  matebit eval moved --model DIR|NAME --data DIR --out DIR [--pairs N] [--seed S]
+  matebit eval moved --model NAME|DIR --data DIR --out DIR [--pairs N] [--seed S]
                                                           the moved-exemplar protocol (matebit/metrics/moved.py):
                                                           validation pairs of different people, the exemplar moved
                                                           by a known similarity transform, exact landmark truth
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--items", metavar="DIR",
                      help="evaluation folder: outputs/ (PNG) plus any of exemplars/, structures/, targets/, "
                           "labels/, exemplar_labels/, landmarks/, exemplar_landmarks/, predicted_points/")
-    src.add_argument("--model", metavar="DIR|NAME", help="model folder written by save_pretrained, or a shipped "
-                                                          "model's name (`matebit models`)")
+    src.add_argument("--model", metavar="NAME|DIR", help="a shipped model's name (`matebit models`), or a model "
+                                                          "folder written by training or save_pretrained")
     src.add_argument("--data", metavar="DIR", help="paired-folder data set (images/, structure/, ...)")
     src.add_argument("--split", choices=("train", "val"), default="val")
     src.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N pairs of the split")
@@ -199,7 +199,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.items and (args.model or args.data):
         raise InputError("give either --items or --model with --data, not both")
     if not args.items and not (args.model and args.data):
-        raise InputError("give --items DIR, or --model DIR with --data DIR (or use `matebit eval report ...`)")
+        raise InputError("give --items DIR, or --model NAME|DIR with --data DIR (or use `matebit eval report ...`)")
     if not args.out:
         raise InputError("--out DIR is required (metrics.jsonl, report.md and samples go there)")
     if args.batch_size < 1 or args.timing_runs < 1 or args.timing_warmup < 0:
@@ -271,7 +271,7 @@ def _moved(args: argparse.Namespace) -> int:
             raise InputError("give --data (a prepared folder) or --photos (photos with landmark files), not both")
         return _moved_photos(args)
     if not (args.model and args.data and args.out):
-        raise InputError("`matebit eval moved` needs --model DIR|NAME, --data DIR and --out DIR")
+        raise InputError("`matebit eval moved` needs --model NAME|DIR, --data DIR and --out DIR")
     if args.pairs < 0:
         raise InputError("--pairs must be >= 0 (0 = every pair)")
     if not Path(args.data).is_dir():

@@ -45,11 +45,14 @@ def private_temp_dir() -> Path:
 
 def resolve_model_dir(model: str | None) -> Path:
     if model:
-        return Path(model)
+        from matebit.weights import resolve_model
+
+        return resolve_model(model)
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
         return DEFAULT_MODEL_DIR
-    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model DIR (a folder written by "
-                     f"`matebit train` or save_pretrained), or run `matebit demo` first, which trains one there")
+    raise InputError(f"no model given and none at {DEFAULT_MODEL_DIR}/: pass --model NAME|DIR (a shipped "
+                     f"model's name, or a folder written by `matebit train` or save_pretrained), or run "
+                     f"`matebit demo` first, which trains one there")
 
 
 def check_port(host: str, port: int) -> None:
@@ -76,8 +79,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help=f"model folder (default: {DEFAULT_MODEL_DIR}, from `matebit "
-                                                       f"demo`)")
+    parser.add_argument("--model", metavar="NAME|DIR",
+                        help=f"a shipped model's name (`matebit models`) or a model folder (default: "
+                             f"{DEFAULT_MODEL_DIR}, from `matebit demo`)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -87,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                         help="torch.compile the model (default mode; or reduce-overhead on a GPU): the first "
-                             "request of each size compiles (about 50 s on 2 CPU cores), later ones run faster")
+                             "request of each size compiles (tens of seconds on a CPU), later ones run faster")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
     parser.add_argument("--max-pixels", type=int, default=16_000_000,
                         help="largest image in pixels, checked before decoding (default 16,000,000)")

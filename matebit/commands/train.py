@@ -30,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its newest checkpoint, with its saved config")
     p.add_argument("--perceptual", choices=["vgg19", "hed-vgg16"],
                    help="perceptual network; hed-vgg16 is a named offline substitute for VGG19")
-    p.add_argument("--vgg19-path", help="path to torchvision's vgg19-dcbb9e9d.pth if it is not in the hub cache")
+    p.add_argument("--vgg19-weights", metavar="FILE",
+                   help="torchvision's vgg19-dcbb9e9d.pth, if it is not in the torch hub cache (as in `matebit eval`)")
+    p.add_argument("--vgg19-path", dest="vgg19_weights", help=argparse.SUPPRESS)  # the earlier name
+    p.add_argument("--lpips-weights", metavar="FILE",
+                   help="the LPIPS backbone of the structure loss, torchvision's vgg16-397923af.pth, if it is not in "
+                        "the torch hub cache")
     p.add_argument("--workers", type=int, help="data loader worker processes")
     p.add_argument("--skip-bad-files", action="store_true",
                    help="leave out data files that cannot be used (listed on stderr and in log.jsonl) instead of "
@@ -75,11 +80,12 @@ def _resumed_config(args: argparse.Namespace, overrides: list[str]):
 
 
 def _refuse_ignored_network(args: argparse.Namespace, cfg) -> None:
-    """--perceptual / --vgg19-path name a network that only the perceptual, contextual, structure and VGG terms use."""
+    """--perceptual / --vgg19-weights name a network that only the perceptual, contextual, structure and VGG terms
+    use."""
     w = cfg.loss
-    if (args.perceptual or args.vgg19_path) and not (w.perceptual or w.contextual or w.structure
-                                                     or w.vgg_feature_matching or w.gram_style):
-        flag = "--perceptual" if args.perceptual else "--vgg19-path"
+    if (args.perceptual or args.vgg19_weights) and not (w.perceptual or w.contextual or w.structure
+                                                        or w.vgg_feature_matching or w.gram_style):
+        flag = "--perceptual" if args.perceptual else "--vgg19-weights"
         raise InputError(f"{flag}: the {w.recipe!r} loss recipe of preset {cfg.preset!r} has no perceptual, "
                          f"contextual or structure term, so no perceptual network would be used; enable one with "
                          f"--set loss.perceptual=1 (or drop {flag})")
@@ -100,8 +106,10 @@ def main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.perceptual:
         overrides.append(f"loss.perceptual_network={args.perceptual}")
-    if args.vgg19_path:
-        overrides.append(f"loss.vgg19_path={args.vgg19_path}")
+    if args.vgg19_weights:
+        overrides.append(f"loss.vgg19_path={args.vgg19_weights}")
+    if args.lpips_weights:
+        overrides.append(f"loss.lpips_backbone_path={args.lpips_weights}")
     if args.resume:
         cfg = _resumed_config(args, overrides)
     else:

@@ -53,8 +53,9 @@ class Plan:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from matebit.convert import PHOTO_CONVERTERS
 
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="model folder written by training or save_pretrained, or a shipped model's name")
+    parser.add_argument("--model", required=True, metavar="NAME|DIR",
+                        help="a shipped model's name (`matebit models`), or a model folder written by training or "
+                             "save_pretrained")
     parser.add_argument("--structure", metavar="FILE|DIR", help="structure map, or a folder of them")
     parser.add_argument("--exemplar", metavar="FILE|DIR",
                         help="exemplar image; with a structure folder, a folder (same stems) or one file for all")
@@ -91,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
     parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
                         help="torch.compile the model (mode: default, reduce-overhead, max-autotune); the first "
-                             "batch of each size compiles (about 50 s on 2 CPU cores at 256x256), later ones run "
-                             "1.1-1.2x faster on a CPU: for large folders")
+                             "batch of each size compiles (tens of seconds on a CPU), later ones run faster: for large "
+                             "folders")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads (default: the cores other processes leave free, re-chosen between batches)")
     parser.add_argument("--skip-existing", action="store_true",

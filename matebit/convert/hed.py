@@ -67,7 +67,7 @@ def hed_probability(
     """Edge probability, float32 (H, W) in [0, 1], at the input's resolution or at `size`.
 
     max_side: run the network on a copy downscaled so its longer side is at most this (faster on
-    CPU; 3 s for a 512x512 photo on 2 cores, 0.7 s at 256).
+    CPU; `matebit prepare hed` prints its time per map).
     size: the map's size: an int N for a longer side of N (aspect kept), or (W, H). The network's map is
     resized there directly (antialiased when shrinking), so `max_side=256, size=128` computes HED at 256
     and writes a 128 px map.

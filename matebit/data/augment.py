@@ -2,11 +2,11 @@
 
 Why: every London-faces portrait has the same light-grey backdrop and a white T-shirt, so a face model trained on
 them only ever matched faces against grey and white. Given an exemplar with a blue flag behind a dark uniform (the
-README's Grace Hopper) the model drew a dark face: the skin tokens matched the uniform and cap. Recolouring the plain
+demo's Grace Hopper) the model drew a dark face: the skin tokens matched the uniform and cap. Recolouring the plain
 region around the person in the self-exemplar (after its warp; the target keeps its own) with a random smooth colour
 field makes the correspondence find the face against backdrops and clothes of any colour. With
 `train.recolour_target` the target is recoloured instead, before the warp, so that the output must take the new
-colours too (tried, not the preset: README, Face model).
+colours too (tried, not the preset: docs/faces.md).
 
 The region is found without labels: the pixels connected to the image border through small colour steps (a
 flood fill in CIE Lab from seeds along the border), which on plain-backdrop portraits is the backdrop plus the

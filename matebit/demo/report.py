@@ -31,10 +31,10 @@ from matebit.config import TOKEN_STRIDE, ExperimentConfig, apply_overrides, expe
 @dataclass
 class DemoSettings:
     preset: str = "demo"
-    size: int = 64  # 64 px: the 1/8 token grid is 8x8, enough for faces, and a step costs ~1 s on 2 cores
+    size: int = 64  # 64 px: the 1/8 token grid is 8x8, enough for faces, and a step is cheap on a CPU
     n_train: int = 400
-    # 1300 steps: 6-7 min of training on 2 idle AMD EPYC cores (345-418 s in README's 3-seed study), where the model
-    # beats the identity map on PCK@0.05/0.10 and the copied exemplar on colour error (README, section Two commands).
+    # 1300 steps: minutes on 2 CPU cores, enough for the model to beat the identity map on PCK@0.05/0.10 and the
+    # copied exemplar on colour error (the 3-seed study and its times: docs/demo-study.md).
     steps: int = 1300
     batch_size: int = 8
     n_pairs: int = 32  # held-out benchmark pairs

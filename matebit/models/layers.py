@@ -59,8 +59,8 @@ def channel_norm(x: Tensor, dim: int = 1) -> Tensor:
     """Euclidean length over `dim`, kept as a size-1 dimension.
 
     Why not `x.norm(dim=1)`: on NCHW tensors torch's vector-norm kernel reduces over the strided channel axis one
-    position at a time, 25x slower on 2 CPU cores than a product and a sum (6.3 against 0.25 ms for 8x64x64x64;
-    the demo's training step spent 7 % of its time there, torch.profiler). Same value up to rounding. The clamp at
+    position at a time, far slower on a CPU than a product and a sum (measured: benchmarks/README.md). Same value
+    up to rounding. The clamp at
     the dtype's smallest normal number keeps the gradient of an all-zero vector at 0, as torch's norm has it (a
     bare sqrt's gradient at 0 is infinite, and 0 * inf made NaN for blank inputs).
     """

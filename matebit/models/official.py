@@ -4,7 +4,7 @@ The authors' code keeps DynaST's learned pruning mask where the paper has a ReLU
 binary keep/drop decision per (query, key) pair, trained through a sigmoid straight-through gradient, applied to
 a scaled dot-product attention over l2-normalised features with the positional code concatenated. Its feed-forward
 is AdaConv in ConvNeXt order with a layer scale. Everything here follows that code's behaviour, not its text; the
-departures from the paper are tabled in README.md.
+departures from the paper are tabled in docs/departures.md.
 """
 
 from __future__ import annotations

@@ -442,18 +442,12 @@ def _duration(seconds: float) -> str:
 
 
 def default_exemplar() -> Path | None:
-    """matplotlib's sample portrait `grace_hopper.jpg` (public domain, US Navy) if matplotlib is installed; found
-    without importing matplotlib."""
-    import importlib.util
+    """The portrait shipped in the package, `matebit/assets/grace_hopper.jpg` (public domain, US Navy; see the
+    README beside it); None if this installation lacks it."""
+    from importlib.resources import files
 
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        p = Path(root) / "mpl-data" / "sample_data" / "grace_hopper.jpg"
-        if p.is_file():
-            return p
-    return None
+    p = Path(str(files("matebit") / "assets" / "grace_hopper.jpg"))
+    return p if p.is_file() else None
 
 
 def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str = FACE_MODEL,

@@ -38,7 +38,7 @@ __all__ = ["CARD_KEYS", "MAX_SHIPPED_MB", "ShippedModel", "weights_root", "shipp
 
 # A model folder's record of how its inputs were made from photos (matebit.image_processor.ProcessorConfig).
 PROCESSOR_FILE = "preprocessor_config.json"
-MAX_SHIPPED_MB = 25.0  # issue 18: a shipped model is at most 25 MB
+MAX_SHIPPED_MB = 25.0  # a shipped model is at most 25 MB
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Front matter keys of a shipped card, in the order they are written.
 CARD_KEYS = ("name", "description", "licence", "structure", "structure_settings", "trained_size", "preset", "params",

@@ -169,5 +169,5 @@ def test_option_is_validated_and_the_face_recipe_turns_it_on():
         DataConfig(recolour_background=-0.1)
     assert experiment_preset("faces").train.recolour_background == 0.5
     assert experiment_preset("faces-full-corr").train.recolour_background == 0.5
-    assert experiment_preset("faces").train.recolour_target is False  # the exemplar alone (README, Face model)
+    assert experiment_preset("faces").train.recolour_target is False  # the exemplar alone (docs/faces.md)
     assert experiment_preset("demo").train.recolour_background == 0.0

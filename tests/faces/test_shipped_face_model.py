@@ -26,7 +26,6 @@ def test_the_face_model_ships_with_its_card():
 
 @needs_hed
 def test_demo_faces_with_the_shipped_model(tmp_path, capsys):
-    pytest.importorskip("matplotlib")  # the default exemplar, grace_hopper.jpg
     out = tmp_path / "demo"
     assert run(["demo", "--faces", "--out", str(out)]) == 0
     image = np.asarray(Image.open(out / "output.png").convert("RGB"), np.float64)
