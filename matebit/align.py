@@ -39,6 +39,7 @@ __all__ = ["FaceTemplate", "Face", "AlignedFace", "find_face", "find_faces", "si
 LANDMARKS_EXTRA = "landmarks"
 _INSTALL = f"pip install -e '.[{LANDMARKS_EXTRA}]'"
 _PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+_CNN_DETECTOR = "mmod_human_face_detector.dat"
 # The detector runs on a copy whose longer side is at most this (speed); landmarks are fitted at full resolution.
 _DETECT_SIDE = 640
 # Rolls (degrees) tried, in this order, when the upright photo shows no face.
@@ -251,20 +252,48 @@ class AlignedFace:
         return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
 
 
+def _model_file(name: str) -> Path:
+    from matebit.io import package_data_file
+
+    path = package_data_file("face_recognition_models", "models", name)
+    if path is None and Path("/usr/share/dlib", name).is_file():  # Debian's libdlib-data ships them too
+        path = Path("/usr/share/dlib", name)
+    if path is None:
+        raise MissingDependencyError(f"face alignment needs dlib's model file {name}: {_INSTALL}")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     try:
         import dlib
     except ImportError:
         raise MissingDependencyError(f"face alignment needs dlib: {_INSTALL}") from None
-    from matebit.io import package_data_file
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_model_file(_PREDICTOR)))
 
-    path = package_data_file("face_recognition_models", "models", _PREDICTOR)
-    if path is None and Path("/usr/share/dlib", _PREDICTOR).is_file():  # Debian's libdlib-data ships it too
-        path = Path("/usr/share/dlib", _PREDICTOR)
-    if path is None:
-        raise MissingDependencyError(f"face alignment needs dlib's landmark model ({_PREDICTOR}): {_INSTALL}")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
+
+@functools.lru_cache(maxsize=1)
+def _cnn_detector():
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(_model_file(_CNN_DETECTOR)))
+
+
+def _confirmed(view: np.ndarray, rect) -> bool:
+    """Whether dlib's CNN face detector also sees a face in this HOG box: a crop of 1.6x the box around it, resized so
+    the box is about 100 px (the CNN is accurate but slow on a whole photo, so it only settles ties)."""
+    h, w = view.shape[:2]
+    cx, cy = (rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2
+    half = 0.8 * max(rect.width(), rect.height())
+    x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+    x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
+    crop = view[y0:y1, x0:x1]
+    if min(crop.shape[:2]) < 8:
+        return False
+    f = 160.0 / max(crop.shape[:2])
+    crop = cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    return len(_cnn_detector()(crop, 0)) > 0
 
 
 def _as_rgb(image: ImageSource, name: str) -> np.ndarray:
@@ -285,10 +314,14 @@ def _detect(detector, small: np.ndarray) -> list[tuple[Any, float]]:
     rects, scores, _ = detector.run(small, 1, 0.0)
     if not len(rects):
         return []
-    # The upsampled HOG detector also fires weakly on face-like textures (the astronaut's mission patch scores a
-    # tenth of her face): a candidate under a quarter of the best score is not a second face.
+    # The upsampled HOG detector also fires on face-like textures (the astronaut's mission patch). A candidate under a
+    # quarter of the best score is not a second face; when several remain, dlib's CNN detector settles which are.
     best = max(scores)
-    return [(r, s) for r, s in zip(rects, scores) if s >= 0.25 * best]
+    hits = [(r, s) for r, s in zip(rects, scores) if s >= 0.25 * best]
+    if len(hits) > 1:
+        confirmed = [(r, s) for r, s in hits if _confirmed(small, r)]
+        hits = confirmed or [max(hits, key=lambda hit: hit[1])]
+    return hits
 
 
 def find_faces(image: ImageSource, name: str | None = None) -> list[Face]:

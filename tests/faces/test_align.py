@@ -153,3 +153,16 @@ def test_resized_alignment_is_the_same_frame():
     b = a.resized(128)
     p = np.array([[130.0, 150.0]])
     assert np.allclose((a.to_crop(p) + 0.5) / 2 - 0.5, b.to_crop(p))
+
+
+def test_a_false_face_as_large_as_the_real_one_is_not_chosen(astronaut):
+    import cv2
+
+    # Turned and zoomed, the astronaut's mission patch passes the HOG detector with a box as large as her face's;
+    # the CNN detector settles it.
+    m = cv2.getRotationMatrix2D((255.5, 255.5), -19.74, 1.14)
+    m[:, 2] += (0.0689 * 512, -0.0534 * 512)
+    moved = cv2.warpAffine(astronaut, m, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+    face = find_face(moved, "moved", warn=lambda msg: pytest.fail(msg))
+    expected = apply(m, find_face(astronaut).landmarks)
+    assert np.median(np.linalg.norm(face.landmarks - expected, axis=1)) < 6
