@@ -420,6 +420,7 @@ PAPER_BIBTEX = """@inproceedings{jiang2023matebit,
   title     = {Masked and Adaptive Transformer for Exemplar Based Image Translation},
   author    = {Jiang, Chang and Gao, Fei and Ma, Biao and Lin, Yuhao and Wang, Nannan and Xu, Gang},
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {22418--22427},
   year      = {2023}
 }"""
 
