@@ -159,7 +159,7 @@ def _describe(folder: Path) -> ShippedModel:
     size = meta.get("trained_size")
     return ShippedModel(
         name=folder.name, folder=folder, params=params, dtype="/".join(dtypes),
-        file_mb=(folder / "model.safetensors").stat().st_size / 2**20,
+        file_mb=(folder / "model.safetensors").stat().st_size / 1e6,  # MB of 10^6 bytes, as the cards say
         trained_size=int(size) if size and size.isdigit() else _trained_size(folder),
         structure=meta.get("structure", "?"), licence=meta.get("licence", "not stated"),
         description=meta.get("description", ""), meta=meta)
@@ -282,11 +282,11 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
     with atomic_directory(target) as tmp:
         save_file(state, str(tmp / "model.safetensors"),
                   metadata={"format": "pt", "matebit_version": __version__, "dtype": dtype, "name": name})
-        mb = (tmp / "model.safetensors").stat().st_size / 2**20
+        mb = (tmp / "model.safetensors").stat().st_size / 1e6
         if mb > max_mb:
             raise InputError(f"{name}: the weights take {mb:.1f} MB in {dtype}, over the {max_mb:g} MB a shipped "
                              f"model may take; ship a smaller model")
-        front["file_mb"] = f"{(tmp / 'model.safetensors').stat().st_size / 1e6:.2f} (MB, 10^6 bytes)"
+        front["file_mb"] = f"{mb:.2f} (MB, 10^6 bytes)"
         front["sha256"] = _sha256(tmp / "model.safetensors")
         (tmp / "config.json").write_text(config_text, encoding="utf-8")
         if processor_text is not None:
