@@ -6,7 +6,8 @@ person and vary what the world varies, before the structure map is computed, so 
 
 * backdrop: kept, a smooth colour field, or a blurred photo (scikit-image's sample images, plus any folder given);
 * clothes: kept, or re-dyed (a random colour times the garment's own shading, so folds stay);
-* light: white balance, exposure, contrast, gamma and saturation of the whole photo;
+* light: white balance, exposure, contrast, gamma and saturation of the whole photo, and apart from it the person's
+  own saturation, hue and brightness (the studio set's skin is paler and greyer than most photos');
 * framing: the face aligned to the model's template (`matebit.align`), then moved by a random similarity (zoom,
   small roll, shift), sometimes from a tight crop whose missing borders the alignment pads, as a selfie's are;
 * quality: sometimes a JPEG round trip or a slight blur.
@@ -109,6 +110,7 @@ class VariantSettings:
     keep_backdrop: float = 0.2
     texture_backdrop: float = 0.45  # the rest: a smooth colour field
     dye_clothes: float = 0.6
+    skin: float = 0.6  # the person's own colour: saturation, hue and brightness, apart from the scene's
     light: float = 0.85
     zoom: tuple[float, float] = (0.8, 1.25)
     max_roll: float = 10.0  # degrees
@@ -179,8 +181,18 @@ def _light(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
     out = (out - mean) * math.exp(rng.normal(0.0, 0.12 * strength)) + mean
     out = np.clip(out, 0.0, 1.0) ** math.exp(rng.normal(0.0, 0.12 * strength))
     grey = out.mean(axis=2, keepdims=True)
-    out = grey + (out - grey) * math.exp(rng.normal(0.0, 0.2 * strength))
+    out = grey + (out - grey) * math.exp(rng.normal(0.0, 0.3 * strength))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _skin(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The person's colour changed apart from the scene's: saturation (biased up: the studio light is flat), hue and
+    brightness of a float RGB image in [0, 1] (the caller blends it in through the person's mask)."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)  # float32 input: H in degrees, S and V in [0, 1]
+    hsv[..., 0] = (hsv[..., 0] + rng.normal(0.0, 5.0)) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * math.exp(rng.normal(0.15, 0.3)), 0.0, 1.0)
+    hsv[..., 2] = np.clip(hsv[..., 2] * math.exp(rng.normal(0.0, 0.12)), 0.0, 1.0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def _soft(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -206,7 +218,10 @@ def make_variant(photo: np.ndarray, landmarks68: np.ndarray, layers: PortraitLay
     fw, _ = _face_geometry(lm)
     edge = max(1.0, 0.004 * max(h, w))
 
-    r_backdrop, r_clothes, r_light, r_crop, r_degrade = rng.random(5)
+    r_backdrop, r_clothes, r_light, r_crop, r_degrade, r_skin = rng.random(6)
+    if layers is not None and r_skin < s.skin:
+        a = _soft(~(layers.backdrop | layers.clothes), edge)
+        img = img * (1 - a) + _skin(img, rng) * a
     if layers is not None and r_backdrop >= s.keep_backdrop:
         new = _texture(h, w, pool, rng) if pool and r_backdrop < s.keep_backdrop + s.texture_backdrop \
             else _colour_field(h, w, rng)
