@@ -213,6 +213,9 @@ class Translator:
     long runs: a large folder, a server. A compiled graph follows later thread-count changes (the thread
     governor's): compiled at 2 threads and run at 1, it used one core (2026-12-02).
 
+    `attention`, `fused_min_tokens`: which implementation computes the correspondence ("auto", "reference" or
+    "fused"; `MATEBITGenerator.set_attention`), a runtime choice that no model file holds.
+
     Constructing one changes no process-wide setting: torch's thread count is the caller's to choose
     (`matebit.speed.configure_cpu_threads()` makes the commands' load-aware choice).
 
@@ -222,7 +225,8 @@ class Translator:
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,
                  device: str | torch.device = "auto", dtype: Any = None, owned: bool = False,
-                 source: str | None = None, compile: str | None = None):
+                 source: str | None = None, compile: str | None = None, attention: str = "auto",
+                 fused_min_tokens: int | None = None):
         self.config = config.model if isinstance(config, ExperimentConfig) else config
         self.trained_size = config.train.image_size if isinstance(config, ExperimentConfig) else None
         self.source = source or "the model"
@@ -231,6 +235,7 @@ class Translator:
         self.compile = compile  # checked by speed.maybe_compile (InputError for a mode matebit does not offer)
         # One layout decision, passed to prepare_for_inference and used for every input.
         self._channels_last = speed.default_channels_last(self.device, compiled=compile is not None)
+        generator.set_attention(attention, fused_min_tokens)  # before compiling, which reads it
         # Precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking and casting
         # rewrite the weights, so they are done only to a model this Translator loaded itself. Threads are
         # process-wide, so they stay the caller's (the commands call speed.configure_cpu_threads).
@@ -240,7 +245,8 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
-                        dtype: Any = None, compile: str | None = None) -> "Translator":
+                        dtype: Any = None, compile: str | None = None, attention: str = "auto",
+                        fused_min_tokens: int | None = None) -> "Translator":
         from matebit.checkpoint import load_config, load_pretrained
         from matebit.weights import resolve_model  # a folder, or the name of a model shipped in the package
 
@@ -248,7 +254,8 @@ class Translator:
         folder = resolve_model(directory)
         generator, _ = load_pretrained(folder, device=dev)
         # The whole config (an ExperimentConfig from training also has the size the model was trained at).
-        return cls(generator, load_config(folder), dev, dtype, owned=True, source=str(directory), compile=compile)
+        return cls(generator, load_config(folder), dev, dtype, owned=True, source=str(directory), compile=compile,
+                   attention=attention, fused_min_tokens=fused_min_tokens)
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 

@@ -36,13 +36,13 @@ from torch import Tensor
 _BIG = 1.0e4
 _EPS = 1.0e-6
 
-# `auto` picks the fused kernel only from this many query tokens up (`ModelConfig.fused_min_tokens`). Measured on
+# `auto` picks the fused kernel only from this many query tokens up (`AttentionRuntime.fused_min_tokens`). Measured on
 # an H200 (benchmarks/results/gpu-nvidia-h200.json, torch 2.11, bf16): the matrix form is faster at every size we
 # ran, forward+backward at batch 4 by 3.3x at N=1024, 5.7x at 4096 and 6.0x at 16384, and the whole 1024x1024
 # generator at batch 1 by 4.4x (106 vs 465 ms) while still fitting in 6.8 GiB. The fused kernel's gain is memory
 # only (0.9 vs 31 GiB at N=16384, batch 4), so `auto` keeps the matrix up to 1024x1024 inputs (16384 tokens) and
 # switches where the N x M matrix becomes the problem (2048x2048: 8 GiB per image per block in bf16). Set
-# model.fused_min_tokens lower to trade speed for memory.
+# fused_min_tokens lower (MATEBITGenerator.set_attention) to trade speed for memory.
 DEFAULT_MIN_TOKENS = 32768
 
 
@@ -134,7 +134,7 @@ def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, m
     compiled kernel is forward-only and returns no LSE (torch 2.14).
     """
     if not available():
-        raise RuntimeError("FlexAttention is not available in this torch; use attention_impl='reference'")
+        raise RuntimeError("FlexAttention is not available in this torch; use attention='reference'")
     if mask not in ("relu", "none"):
         raise ValueError(f"unknown mask kind {mask!r}")
     if reliability not in ("mass", "quality"):
