@@ -155,7 +155,7 @@ def section_generator_backward(tiny: bool, out: Path) -> int:
 
 
 def section_nccl(tiny: bool, out: Path) -> int:
-    """One NCCL rank: DDP around the demo generator, one step, and the all-ranks finite flag of matebit.train."""
+    """One NCCL rank: DDP around the demo generator, one step, and the all-ranks finite flag of matebit.distributed."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -163,7 +163,7 @@ def section_nccl(tiny: bool, out: Path) -> int:
     sys.path.insert(0, str(ROOT))
     from matebit.config import model_preset
     from matebit.models.generator import MATEBITGenerator
-    from matebit.train import _all_ranks
+    from matebit.distributed import all_ranks
 
     backend = "gloo" if tiny else "nccl"
     device = torch.device("cpu" if tiny else "cuda")
@@ -174,7 +174,7 @@ def section_nccl(tiny: bool, out: Path) -> int:
         y = torch.rand(2, 3, 64, 64, device=device) * 2 - 1
         res = g(x, y)
         (res.image if hasattr(res, "image") else res).mean().backward()
-        flags = [_all_ranks(True, device), _all_ranks(False, device)]
+        flags = [all_ranks(True, device), all_ranks(False, device)]
         result = dict(backend=backend, step="ok", all_ranks_true=flags[0], all_ranks_false=flags[1],
                       ok=flags == [True, False])
     finally:

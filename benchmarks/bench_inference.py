@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     rows, flops_cache = [], {}
     for size, precision, mode, attn in itertools.product(args.sizes, args.precisions, args.compile, args.attention):
-        cfg = model_preset(args.preset, attention_impl=attn)
+        cfg = model_preset(args.preset)
         base = dict(size=size, precision=precision, compile=mode, attention=attn)
         if attn == "fused" and not gpu:
             rows.append({**base, "note": "skipped: fused attention is CUDA only"})
@@ -104,8 +104,10 @@ def main(argv=None) -> int:
             continue
         if size not in flops_cache:
             flops_cache[size] = flops_per_image(cfg, size, device)
+        generator = MATEBITGenerator(cfg)
+        generator.set_attention(attn)
         model, ctx = speed.prepare_for_inference(
-            MATEBITGenerator(cfg), device, precision, channels_last=switch(args.channels_last), bake=switch(args.bake),
+            generator, device, precision, channels_last=switch(args.channels_last), bake=switch(args.bake),
             compile_mode=None if mode == "none" else mode, cast_weights=switch(args.cast_weights),
             winograd=switch(args.winograd))
         for batch in args.batches:

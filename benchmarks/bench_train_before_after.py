@@ -3,16 +3,24 @@
     python benchmarks/bench_train_before_after.py --baseline e7b8427 --preset demo --size 64
     python benchmarks/bench_train_before_after.py --baseline e7b8427 --preset faces --size 128 --runs 5 \\
         --config fp32= --config "bf16=train.precision=bf16 train.loss_networks_autocast=true"
+    python benchmarks/bench_train_before_after.py --baseline 05c2ec4 --preset faces --size 128 --check-steps 3 \\
+        --rounds 0
 
-The baseline commit is checked out (`git worktree`) into the ignored folder `<repo>/.baseline/<commit>/`, and
-`bench_train.py` runs from each tree in its own process: baseline, then this checkout, per configuration, `--rounds`
-times. Alternating processes put a slow minute of a shared VM on both sides alike; the table gives every round's
-median step time and the ratio of the medians over rounds (baseline time / this checkout's time: > 1 is faster
-now). `--config NAME=OVERRIDES` adds configurations (`--set` overrides of bench_train.py; `fp32=` is the recipe's
-own settings); each is run on both trees unless named with a `now:` prefix (this checkout only, e.g. a switch that
-the baseline lacks), compared with the baseline's first configuration.
+The baseline commit is checked out (`git worktree`) into the ignored folder `<repo>/.baseline/<commit>/`. Each
+measurement runs in its own process: baseline, then this checkout, per configuration, `--rounds` times. Alternating
+processes put a slow minute of a shared VM on both sides alike; the table gives every round's median step time and
+the ratio of the medians over rounds (baseline time / this checkout's time: > 1 is faster now). `--config
+NAME=OVERRIDES` adds configurations (`--set` overrides of bench_train.py; `fp32=` is the recipe's own settings); each
+is run on both trees unless named with a `now:` prefix (this checkout only, e.g. a switch that the baseline lacks),
+compared with the baseline's first configuration.
 
-Writes benchmarks/results/train-before-after-<preset>-<device>.json with every round.
+By default each tree's own bench_train.py times it (as the results written before --check-steps existed were taken).
+`--same-harness` times both with this checkout's bench_train.py (`--code TREE`), so only the library differs.
+`--check-steps N` first runs both trees once with this checkout's bench_train.py, same seed: the FLOPs of one step
+(FlopCounterMode) and every loss of N steps, compared digit for digit; it exits 1 when they differ.
+
+Writes benchmarks/results/train-before-after-<preset>[-<baseline>]-<device>.json with every round (the baseline in
+the name from --check-steps on), and the check to train-check-<preset>-<baseline>-<device>.json.
 """
 
 from __future__ import annotations
@@ -45,12 +53,18 @@ def baseline_tree(commit: str) -> Path:
     return tree
 
 
-def one_run(tree: Path, args: argparse.Namespace, overrides: str) -> dict:
-    """bench_train.py of `tree` in a fresh process; its one result row."""
+def one_run(tree: Path, args: argparse.Namespace, overrides: str, extra: list[str] | None = None,
+            harness: Path | None = None) -> dict:
+    """bench_train.py in a fresh process, measuring `tree`: its own script, or `harness`'s with --code tree; the one
+    result row."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(tree / "benchmarks" / "bench_train.py"), "--preset", args.preset, "--device",
-               args.device, "--sizes", str(args.size), "--batches", str(args.batch), "--warmup", str(args.warmup),
-               "--runs", str(args.runs), "--out", out]
+        script = (harness or tree) / "benchmarks" / "bench_train.py"
+        cmd = [sys.executable, str(script), "--preset", args.preset, "--device", args.device, "--sizes",
+               str(args.size), "--batches", str(args.batch), "--warmup", str(args.warmup), "--runs", str(args.runs),
+               "--out", out]
+        if harness is not None:
+            cmd += ["--code", str(tree)]
+        cmd += extra or []
         if overrides:
             cmd += ["--set", *shlex.split(overrides)]
         done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
@@ -58,6 +72,43 @@ def one_run(tree: Path, args: argparse.Namespace, overrides: str) -> dict:
             raise SystemExit(f"{tree}: bench_train.py failed:\n{done.stderr[-2000:]}")
         (result,) = Path(out).glob("train-*.json")
         return json.loads(result.read_text())["results"][0]
+
+
+def check(args: argparse.Namespace, trees: list[tuple[str, Path]], overrides: str) -> tuple[dict, bool]:
+    """FLOPs of one step and the losses of --check-steps steps, per tree (this checkout's harness, same seed)."""
+    from safetensors.torch import load_file
+
+    extra = ["--runs", "0", "--flops", "--losses", str(args.check_steps), "--seed", str(args.seed)]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = {side: one_run(tree, args, overrides, extra + ["--save-grads", f"{tmp}/{side}.safetensors"],
+                              harness=REPO) for side, tree in trees}
+        grads = {side: load_file(f"{tmp}/{side}.safetensors") for side in rows}
+    before, now = rows["baseline"], rows["now"]
+    same = before["losses"] == now["losses"]
+    for step, (a, b) in enumerate(zip(before["losses"], now["losses"]), 1):
+        for key in sorted(set(a) | set(b)):
+            mark = "" if a.get(key) == b.get(key) else "   <- differs"
+            print(f"step {step} {key:24s} baseline {a.get(key)!s:24s} now {b.get(key)!s:24s}{mark}")
+    # How far apart G's gradients of step 1 are: |g_now - g_baseline| / |g_baseline| (L2), over all of G and per
+    # parameter tensor (the largest three, with the tensor's share of G's gradient norm beside them).
+    a, b = grads["baseline"], grads["now"]
+    total = sum(float(t.double().pow(2).sum()) for t in a.values()) ** 0.5
+    diff = sum(float((b[n].double() - a[n].double()).pow(2).sum()) for n in a) ** 0.5
+    per = sorted(((float((b[n] - a[n]).double().norm() / a[n].double().norm().clamp_min(1e-300)),
+                   float(a[n].double().norm()) / total, n) for n in a), reverse=True)
+    identical = sum(bool(torch.equal(a[n], b[n])) for n in a)
+    print(f"G's gradients of step 1: {identical} of {len(a)} tensors identical; relative L2 difference over all of "
+          f"G {diff / total:.2e}; largest per tensor: " + ", ".join(f"{n} {r:.1e} (share {s:.0e})"
+                                                                  for r, s, n in per[:3]))
+    flops = {side: row["flops_per_step"] for side, row in rows.items()}
+    print(f"GFLOPs per step: baseline {flops['baseline'] / 1e9:.3f}, now {flops['now'] / 1e9:.3f} "
+          f"({flops['now'] / flops['baseline']:.4f} of the baseline)")
+    print("losses identical to the last digit" if same else "LOSSES DIFFER")
+    return dict(flops_per_step=flops, flops_now_over_baseline=flops["now"] / flops["baseline"],
+                losses_identical=same, first_step_losses_identical=before["losses"][0] == now["losses"][0],
+                grad_tensors=len(a), grad_tensors_identical=identical, grad_relative_l2_difference=diff / total,
+                grad_largest_relative_l2_differences=[dict(tensor=n, relative=r, share_of_norm=s)
+                                                      for r, s, n in per[:5]], losses={side: row["losses"] for side, row in rows.items()}), same
 
 
 def main(argv=None) -> int:
@@ -69,9 +120,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", action="append", default=None, metavar="NAME=OVERRIDES",
                    help="a configuration (default: 'fp32=', the recipe's own settings); repeatable")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds (0: no timing)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--same-harness", action="store_true",
+                   help="time both trees with this checkout's bench_train.py (--code TREE)")
+    p.add_argument("--check-steps", type=int, default=0, metavar="N",
+                   help="first compare FLOPs per step and the losses of N steps (same seed) of both trees")
+    p.add_argument("--seed", type=int, default=0, help="the seed of --check-steps")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -80,6 +136,21 @@ def main(argv=None) -> int:
         raise SystemExit("--config takes NAME=OVERRIDES (OVERRIDES may be empty: fp32=)")
     before = baseline_tree(args.baseline)
     trees = [("baseline", before), ("now", REPO)]
+    device = torch.device(args.device)
+    base = dict(baseline=args.baseline, baseline_tree=str(before), preset=args.preset, size=args.size,
+                batch=args.batch)
+    name = f"{args.preset}-{args.baseline}" if args.check_steps or args.same_harness else args.preset
+    ok = True
+    if args.check_steps:
+        found, ok = check(args, trees, configs[0][1])
+        record = header(device, **base, config=configs[0][0], seed=args.seed, steps=args.check_steps,
+                        step="bench_train.py: one G + D iteration on a random batch, random stand-in loss networks",
+                        flops_counter="torch.utils.flop_counter.FlopCounterMode, one step (forward and backward)",
+                        **found)
+        print("wrote", write_json(f"train-check-{name}", device, record, args.out))
+    if not args.rounds:
+        return 0 if ok else 1
+    harness = REPO if args.same_harness else None
     times: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for name, overrides in configs:
@@ -87,7 +158,7 @@ def main(argv=None) -> int:
             for side, tree in trees:
                 if only_now and side == "baseline":
                     continue
-                row = one_run(tree, args, overrides)
+                row = one_run(tree, args, overrides, harness=harness)
                 times.setdefault((side, name), []).append(row["ms_per_iter"])
                 print(f"round {r + 1}/{args.rounds}  {side:8s} {name:10s} {row['ms_per_iter']:8.1f} ms/step "
                       f"(fastest {row['min_ms_per_iter']:.1f})", flush=True)
@@ -103,12 +174,12 @@ def main(argv=None) -> int:
     print()
     print_table(rows, ["tree", "config", "ms_per_step", "images_per_s", "vs_baseline_same_config",
                        "vs_baseline_first_config", "rounds_ms"])
-    record = header(torch.device(args.device), baseline=args.baseline, baseline_tree=str(before), preset=args.preset,
-                    size=args.size, batch=args.batch, rounds=args.rounds, warmup=args.warmup, runs=args.runs,
+    record = header(device, **base, rounds=args.rounds, warmup=args.warmup, runs=args.runs,
+                    harness="this checkout's bench_train.py" if harness else "each tree's own bench_train.py",
                     step="bench_train.py: one G + D iteration on a random batch, random stand-in loss networks",
                     results=rows)
-    print("wrote", write_json(f"train-before-after-{args.preset}", torch.device(args.device), record, args.out))
-    return 0
+    print("wrote", write_json(f"train-before-after-{name}", device, record, args.out))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from matebit import heatmap
 from matebit.errors import ImageInputError, InputError, UploadRefused
 from matebit.io import fit_side, list_images, open_image
 
@@ -139,23 +140,9 @@ def sketch_to_structure(value: Any) -> Image.Image:
 # Pictures
 
 
-_CMAP_ANCHORS = np.array([[0, 0, 0.5], [0, 0.3, 1], [0, 0.9, 1], [1, 1, 0], [1, 0.4, 0], [0.75, 0, 0]])
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> float RGB (..., 3) on a blue-cyan-yellow-red scale."""
-    v = np.clip(values, 0, 1)
-    xs = np.linspace(0, 1, len(_CMAP_ANCHORS))
-    return np.stack([np.interp(v, xs, _CMAP_ANCHORS[:, c]) for c in range(3)], axis=-1)
-
-
 def heat_overlay(exemplar: Image.Image, heat: np.ndarray) -> Image.Image:
-    """A heat map (H, W) over the exemplar (same size): the exemplar dimmed to grey, the heat in colour."""
-    base = np.asarray(exemplar.convert("L"), dtype=np.float32)[..., None] / 255.0 * 0.6
-    h = heat / heat.max() if heat.max() > 0 else heat
-    alpha = np.sqrt(h)[..., None] * 0.85  # sqrt: the tail of the distribution stays visible
-    out = base * (1 - alpha) + colormap(h) * alpha
-    return Image.fromarray((out * 255).round().clip(0, 255).astype(np.uint8), mode="RGB")
+    """A heat map (H, W) over the exemplar (same size), coloured as everywhere (`matebit.heatmap`)."""
+    return Image.fromarray(heatmap.heat_overlay(np.asarray(exemplar.convert("RGB")), heat), mode="RGB")
 
 
 def mark_point(im: Image.Image, x: float, y: float) -> Image.Image:
@@ -172,7 +159,7 @@ def reliability_picture(uncor: Image.Image | None, size: tuple[int, int]) -> Ima
     if uncor is None:
         return Image.new("RGB", size, (60, 60, 60))
     rel = 1.0 - np.asarray(uncor.convert("L"), dtype=np.float32) / 255.0
-    return Image.fromarray((colormap(rel) * 255).round().astype(np.uint8), mode="RGB")
+    return Image.fromarray((heatmap.colormap(rel) * 255).round().astype(np.uint8), mode="RGB")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ Nothing in this module unpickles: there is no torch.load here, and a pickle or z
 weights is refused by its first bytes before any reader sees it. Loading is strict: a missing key,
 an unexpected key or a wrong shape is a `CheckpointError` naming the file and what differs.
 
-Training checkpoints (optimizer state, step counters) use `save_tensors` / `load_tensors`:
-safetensors with a JSON-valued `__metadata__` header.
+Training checkpoints (`save_checkpoint`, `resume`) hold a run's whole state (weights, optimizer moments, queue,
+RNG, step) as safetensors with a JSON-valued `__metadata__` header (`save_tensors` / `load_tensors`); the newest
+`train.keep_checkpoints` are kept, and a resumed run may change only `RESUME_MAY_CHANGE`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -25,8 +27,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, to_dict
-from matebit.errors import CheckpointError, first_line
+from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, from_json, to_dict
+from matebit.errors import CheckpointError, PathError, TrainingError, first_line
 from matebit.io import atomic_directory, atomic_write
 
 PathLike = Union[str, os.PathLike]
@@ -286,3 +288,142 @@ def load_pretrained(directory: PathLike, device: str | torch.device = "cpu") -> 
     check_state_dict(generator.state_dict(), state, str(weights))
     generator.load_state_dict(state, strict=True)
     return generator.to(device).eval(), model_cfg
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training checkpoints: the whole state of a run, their rotation, and what a resumed run may change.
+# `trainer` is a matebit.train.Trainer (this module is read by inference too, so it does not import training code).
+
+
+def training_state(trainer) -> tuple[dict[str, Tensor], dict]:
+    """Everything needed to continue a run exactly: weights, optimiser moments, queue, RNG, step."""
+    tensors: dict[str, Tensor] = {}
+    for prefix, module in (("G", trainer.generator), ("D", trainer.discriminator), ("queue", trainer.queue)):
+        for k, v in module.state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().contiguous().cpu()
+    meta = {"step": trainer.step, "config": to_dict(trainer.cfg), "optimizers": {}}
+    for name, opt, sched in (("opt_g", trainer.opt_g, trainer.sched_g), ("opt_d", trainer.opt_d, trainer.sched_d)):
+        sd = opt.state_dict()
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"{name}.{pid}.{k}"] = torch.as_tensor(v).detach().contiguous().cpu()
+        meta["optimizers"][name] = {"param_groups": sd["param_groups"], "scheduler": sched.state_dict()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return tensors, meta
+
+
+def load_training_state(trainer, tensors: dict[str, Tensor], meta: dict, source: str = "checkpoint") -> None:
+    """Put `training_state`'s tensors and metadata back into `trainer`, strictly (a TrainingError names what does
+    not fit)."""
+    for prefix, module in (("G", trainer.generator), ("D", trainer.discriminator), ("queue", trainer.queue)):
+        part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        try:
+            module.load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            raise TrainingError(f"{source}: {prefix} weights do not fit this config "
+                                f"({first_line(exc)})") from None
+    for name, opt, sched in (("opt_g", trainer.opt_g, trainer.sched_g), ("opt_d", trainer.opt_d, trainer.sched_d)):
+        info = meta["optimizers"][name]
+        state: dict[int, dict[str, Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith(name + "."):
+                _, pid, key = k.split(".", 2)
+                state.setdefault(int(pid), {})[key] = v
+        opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        sched.load_state_dict(info["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    trainer.step = int(meta["step"])
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def save_checkpoint(trainer, out: Path) -> Path:
+    """`training_state` as out/checkpoints/step-NNNNNNNN.safetensors and the model as out/model, atomically; only the
+    newest `train.keep_checkpoints` checkpoints are kept."""
+    from safetensors import SafetensorError
+
+    tensors, meta = training_state(trainer)
+    folder = checkpoint_dir(out)
+    path = folder / f"step-{trainer.step:08d}.safetensors"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
+        save_pretrained(out / "model", trainer.generator, trainer.cfg,
+                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    except (OSError, SafetensorError) as exc:
+        # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
+        # removed their temp files, so the previous checkpoint is what a --resume will find.
+        cause = exc.__cause__ if isinstance(exc, PathError) and exc.__cause__ is not None else exc
+        msg = getattr(cause, "strerror", None) or first_line(cause)  # io's PathError names the file again
+        newest = latest_checkpoint(out) if folder.is_dir() else None
+        kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
+        raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
+                            f"free space and rerun with --resume") from None
+    keep = trainer.cfg.train.keep_checkpoints
+    for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted(checkpoint_dir(out).glob("step-*.safetensors"))
+    return found[-1] if found else None
+
+
+# Config fields a resumed run may change: the length of the run, and where pretrained weights or workers come from.
+RESUME_MAY_CHANGE = ("train.steps", "train.num_workers", "loss.vgg19_path", "loss.lpips_backbone_path", "preset")
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[tuple[str, object, object]]:
+    """(dotted field, value in a, value in b) for every field where the two configs differ, in config order."""
+    found = []
+    for section in dataclasses.fields(a):
+        x, y = getattr(a, section.name), getattr(b, section.name)
+        if dataclasses.is_dataclass(x):
+            found += [(f"{section.name}.{f.name}", getattr(x, f.name), getattr(y, f.name))
+                      for f in dataclasses.fields(x) if getattr(x, f.name) != getattr(y, f.name)]
+        elif x != y:
+            found.append((section.name, x, y))
+    return found
+
+
+def checkpoint_config(path: Path) -> tuple[ExperimentConfig, int]:
+    """The config and step stored in a checkpoint's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        config, step = json.loads(meta["config"]), int(json.loads(meta["step"]))
+    except Exception as exc:  # a header that is not ours: say which file
+        raise CheckpointError(f"{path}: not a readable training checkpoint ({first_line(exc)})") from None
+    return from_json(ExperimentConfig, json.dumps(config), where=str(path)), step
+
+
+def check_resumable(saved: ExperimentConfig, step: int, cfg: ExperimentConfig, where: str) -> None:
+    """Refuse a config that differs from the run's `saved` one outside RESUME_MAY_CHANGE, naming the field."""
+    for name, old, new in config_differences(saved, cfg):
+        if name not in RESUME_MAY_CHANGE:
+            raise TrainingError(f"{where}: the run has {name}={json.dumps(old)}, this request {name}="
+                                f"{json.dumps(new)}; a resumed run keeps its config (drop the value, or start a "
+                                f"new run in another --out)")
+    if cfg.train.steps < step:
+        raise TrainingError(f"{where}: train.steps={cfg.train.steps} is below the checkpoint's step {step}")
+
+
+def resume(trainer, out: Path) -> bool:
+    """Load the newest checkpoint of `out` into `trainer` if there is one and the config may continue it."""
+    path = latest_checkpoint(out)
+    if path is None:
+        return False
+    tensors, meta = load_tensors(path)
+    saved = from_json(ExperimentConfig, json.dumps(meta["config"]), where=str(path))
+    check_resumable(saved, int(meta["step"]), trainer.cfg, str(path))
+    load_training_state(trainer, tensors, meta, str(path))
+    return True

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -76,11 +77,8 @@ class ModelConfig:
     d_layers: int = 4
     d_scales: int = 2
     d_padding: int = 2  # of its 4x4 convolutions: pix2pixHD's 2, or the released code's 1
-    # Which implementation computes the masked correspondence: "auto" uses the fused kernel where it applies,
-    # i.e. on CUDA from `fused_min_tokens` query tokens up (32768: above 1024x1024, where the matrix form stops being
-    # the better choice; measured on an H200, see models/fused.py).
-    attention_impl: Literal["auto", "reference", "fused"] = "auto"
-    fused_min_tokens: int = 32768
+    # Which implementation computes the correspondence is a runtime choice, not part of the model:
+    # MATEBITGenerator.set_attention / Translator(attention=...) (models/correspondence.py: AttentionRuntime).
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -96,8 +94,6 @@ class ModelConfig:
             raise ConfigError("feature_channels must be even (sine positional code)")
         if self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if self.fused_min_tokens < 1:
-            raise ConfigError(f"fused_min_tokens must be >= 1, got {self.fused_min_tokens}")
         for name, most in _MAX_WIDTHS.items():
             if getattr(self, name) > most:
                 raise ConfigError(f"{name} must be at most {most:,}, got {getattr(self, name):,}")
@@ -326,10 +322,29 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# Runtime switches that earlier versions kept in ModelConfig, and so wrote into every config.json, with the value
+# every model had. They are arguments of the runtime now (MATEBITGenerator.set_attention, Translator(attention=...)).
+# A file that holds them at those values loads silently: nobody chose them, they were saved because they were
+# fields (the shipped models' files hold them too). A file that holds another value warns, because the file asked
+# for a behaviour it no longer decides; the warning says where the setting went.
+_RETIRED: dict[str, dict[str, Any]] = {"ModelConfig": {"attention_impl": "auto", "fused_min_tokens": 32768}}
+
+
+def _drop_retired(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    retired = _RETIRED.get(cls.__name__, {})
+    for key in sorted(set(data) & set(retired)):
+        if data[key] != retired[key]:
+            warnings.warn(f"{where or cls.__name__}.{key} = {data[key]!r} is ignored: it is a runtime setting now, "
+                          f"not part of the model (MATEBITGenerator.set_attention, Translator(attention=...))",
+                          stacklevel=3)
+    return {k: v for k, v in data.items() if k not in retired}
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
+    data = _drop_retired(cls, data, where)
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:

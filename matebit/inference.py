@@ -143,6 +143,9 @@ class Translator:
     later calls are faster (measured: benchmarks/README.md). So it is off by default and pays for long runs: a
     large folder, a server. A compiled graph follows later thread-count changes (the thread governor's).
 
+    `attention`, `fused_min_tokens`: which implementation computes the correspondence ("auto", "reference" or
+    "fused"; `MATEBITGenerator.set_attention`), a runtime choice that no model file holds.
+
     Constructing one changes no process-wide setting: torch's thread count is the caller's to choose
     (`matebit.speed.configure_cpu_threads()` makes the commands' load-aware choice).
 
@@ -152,7 +155,8 @@ class Translator:
 
     def __init__(self, generator: torch.nn.Module, config: ModelConfig | ExperimentConfig,
                  device: str | torch.device = "auto", dtype: Any = None, owned: bool = False,
-                 source: str | None = None, compile: str | None = None, processor: ImageProcessor | None = None):
+                 source: str | None = None, compile: str | None = None, attention: str = "auto",
+                 fused_min_tokens: int | None = None, processor: ImageProcessor | None = None):
         self.config = config.model if isinstance(config, ExperimentConfig) else config
         self.trained_size = config.train.image_size if isinstance(config, ExperimentConfig) else None
         # How the model's recipe made its inputs from photos (face template, HED size): matebit.image_processor.
@@ -163,6 +167,7 @@ class Translator:
         self.compile = compile  # checked by speed.maybe_compile (InputError for a mode matebit does not offer)
         # One layout decision, passed to prepare_for_inference and used for every input.
         self._channels_last = speed.default_channels_last(self.device, compiled=compile is not None)
+        generator.set_attention(attention, fused_min_tokens)  # before compiling, which reads it
         # Precision, channels_last and baked spectral norm: matebit.speed's measured defaults. Baking and casting
         # rewrite the weights, so they are done only to a model this Translator loaded itself. Threads are
         # process-wide, so they stay the caller's (the commands call speed.configure_cpu_threads).
@@ -172,7 +177,8 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
-                        dtype: Any = None, compile: str | None = None) -> "Translator":
+                        dtype: Any = None, compile: str | None = None, attention: str = "auto",
+                        fused_min_tokens: int | None = None) -> "Translator":
         from matebit.checkpoint import load_config, load_pretrained
         from matebit.weights import resolve_model  # a folder, or the name of a model shipped in the package
 
@@ -183,7 +189,7 @@ class Translator:
         config = load_config(folder)
         processor = ImageProcessor.from_pretrained(folder, config)
         return cls(generator, config, dev, dtype, owned=True, source=str(directory), compile=compile,
-                   processor=processor)
+                   attention=attention, fused_min_tokens=fused_min_tokens, processor=processor)
 
     # -- inputs ---------------------------------------------------------------------------------------------------
 

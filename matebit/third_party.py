@@ -38,9 +38,9 @@ from matebit.errors import InputError, MissingWeightsError, first_line
 from matebit.io import package_data_file
 
 __all__ = [
-    "DEFAULT_VGG_LAYERS",
     "HED",
     "MissingWeightsError",
+    "VGG_LAYERS",
     "VGGFeatures",
     "find_hed_weights",
     "hub_checkpoint_path",
@@ -51,8 +51,9 @@ __all__ = [
     "load_vgg19",
 ]
 
-# The layers MATEBIT's losses use (perceptual relu4_2, contextual relu3_2..5_2, Gram / fm relu1_2..5_2).
-DEFAULT_VGG_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
+# The layers matebit reads from VGG (and from the HED trunk standing in for it), one list for the losses (perceptual
+# relu4_2, contextual relu3_2..5_2, Gram / feature matching relu1_2..5_2) and the VGG scores (metrics/features.py).
+VGG_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,7 +157,7 @@ class VGGFeatures(nn.Module):
             raise ValueError(f"{self.name}: unknown layer {layer!r}; available: {', '.join(self.layer_names)}")
         return real
 
-    def forward(self, x: Tensor, layers: Sequence[str] = DEFAULT_VGG_LAYERS) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, layers: Sequence[str] = VGG_LAYERS) -> dict[str, Tensor]:
         _check_image(x, self.name)
         if isinstance(layers, str):
             layers = (layers,)

@@ -5,25 +5,19 @@
 
 Every iteration: one generator step with every loss of the chosen recipe (Sec. 3.4, Eq. 14), then one
 discriminator step (hinge, Eq. 13). Adam with beta = (0, 0.999), TTUR (G 1e-4, D 4e-4) for the whole run,
-then a linear decay to zero (Sec. 4). Checkpoints are safetensors + JSON, written atomically; a resumed run
-continues exactly where the checkpoint left off (same data order, same queue, same optimiser state).
+then a linear decay to zero (Sec. 4). A resumed run continues exactly where its checkpoint left off (same data
+order, same queue, same optimiser state).
 
-Here: the loop, the `Trainer` state, checkpoint files, run logs, image grids, the run folder's lock and the data
-check before step 1. The losses are `matebit.losses.objective.Objective`, the data order
-`matebit.data.sampler.StreamSampler`.
-
-A run folder is locked while a run uses it (`<out>/.lock`, the PID and host of the run): a second run into it stops
-at once naming the PID; a lock left by a run that was killed (its PID no longer runs on this host) is reported and
-taken over. Every data file of the train and validation splits is read before step 1; a bad one stops the run
-naming it, or is left out with `skip_bad_files`. A resumed run must keep its config: only `RESUME_MAY_CHANGE` may
-differ from the checkpoint's (`train.steps` to continue a finished run longer, never below the checkpoint's step).
+Here: the `Trainer` (G, D, optimisers, one step) and the loop. Around it: the losses in
+`matebit.losses.objective.Objective`; the data splits, their check before step 1 and the loader in
+`matebit.data.loader` (order: `matebit.data.sampler.StreamSampler`); checkpoints, their rotation and what a resumed
+run may change in `matebit.checkpoint`; log.jsonl, TensorBoard and image grids in `matebit.runlog`; ranks in
+`matebit.distributed`; the run folder's lock in `matebit.runlock` (a second run into a locked folder stops at once
+naming the PID; a lock left by a killed run is reported and taken over).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import random
 import sys
 import time
@@ -35,33 +29,21 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
-from matebit.config import ExperimentConfig, from_json, to_dict, to_json
-from matebit.data.sampler import SeededItems, StreamSampler
-from matebit.errors import DataError, PathError, TrainingError, UserError, first_line
+from matebit.checkpoint import latest_checkpoint, resume, save_checkpoint
+from matebit.config import ExperimentConfig, to_json
+from matebit.data.loader import from_worker, make_loader, open_datasets, verify_data
+from matebit.distributed import all_ranks, is_main, setup_distributed, world
+from matebit.errors import TrainingError, UserError, first_line
 from matebit.losses import LossNetworks, Objective, StyleQueue
-from matebit.runlock import RunLock
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
+from matebit.runlock import RunLock
+from matebit.runlog import RunLog
+
+VERIFY_PROGRESS_FROM = 200  # data sets with at least this many pairs show a progress bar while verified
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _all_ranks(ok: bool, device: torch.device) -> bool:
-    """`ok` and-ed over every rank (a no-op in one process)."""
-    if not dist.is_initialized():
-        return ok
-    flag = torch.tensor([int(ok)], device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def world() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+# The trainer
 
 
 class GeneratorSide(nn.Module):
@@ -80,10 +62,6 @@ class GeneratorSide(nn.Module):
         feats_b = self.generator.encode_exemplar(target)[0] if self.need_align else None
         z_fake = self.generator.encode_style(out.image) if self.need_style else None
         return out, feats_b, z_fake
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The trainer
 
 
 class Trainer:
@@ -150,7 +128,7 @@ class Trainer:
         """Whether every rank's loss is finite. Decided together: under DDP a rank that skipped a backward (or
         stopped) while the others ran it would leave them waiting in the gradient all-reduce forever."""
         local = bool(torch.isfinite(total))
-        if _all_ranks(local, self.device):
+        if all_ranks(local, self.device):
             return True
         if local:
             bad = "on another rank"
@@ -217,48 +195,6 @@ class Trainer:
                 return False
         return True
 
-    # -- state ------------------------------------------------------------------------------------------------
-
-    def state_tensors(self) -> tuple[dict[str, Tensor], dict]:
-        """Everything needed to continue exactly: weights, optimiser moments, queue, RNG, step."""
-        tensors: dict[str, Tensor] = {}
-        for prefix, module in (("G", self.generator), ("D", self.discriminator), ("queue", self.queue)):
-            for k, v in module.state_dict().items():
-                tensors[f"{prefix}.{k}"] = v.detach().contiguous().cpu()
-        meta = {"step": self.step, "config": to_dict(self.cfg), "optimizers": {}}
-        for name, opt, sched in (("opt_g", self.opt_g, self.sched_g), ("opt_d", self.opt_d, self.sched_d)):
-            sd = opt.state_dict()
-            for pid, st in sd["state"].items():
-                for k, v in st.items():
-                    tensors[f"{name}.{pid}.{k}"] = torch.as_tensor(v).detach().contiguous().cpu()
-            meta["optimizers"][name] = {"param_groups": sd["param_groups"], "scheduler": sched.state_dict()}
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        return tensors, meta
-
-    def load_state_tensors(self, tensors: dict[str, Tensor], meta: dict, source: str = "checkpoint") -> None:
-        for prefix, module in (("G", self.generator), ("D", self.discriminator), ("queue", self.queue)):
-            part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-            try:
-                module.load_state_dict(part, strict=True)
-            except RuntimeError as exc:
-                raise TrainingError(f"{source}: {prefix} weights do not fit this config "
-                                    f"({first_line(exc)})") from None
-        for name, opt, sched in (("opt_g", self.opt_g, self.sched_g), ("opt_d", self.opt_d, self.sched_d)):
-            info = meta["optimizers"][name]
-            state: dict[int, dict[str, Tensor]] = {}
-            for k, v in tensors.items():
-                if k.startswith(name + "."):
-                    _, pid, key = k.split(".", 2)
-                    state.setdefault(int(pid), {})[key] = v
-            opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-            sched.load_state_dict(info["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
-        self.step = int(meta["step"])
-
 
 def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu",
                    nets: LossNetworks | None = None) -> Trainer:
@@ -267,277 +203,7 @@ def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu",
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def checkpoint_dir(out: Path) -> Path:
-    return out / "checkpoints"
-
-
-def save_checkpoint(trainer: Trainer, out: Path) -> Path:
-    from safetensors import SafetensorError
-
-    from matebit.checkpoint import save_pretrained, save_tensors
-
-    tensors, meta = trainer.state_tensors()
-    folder = checkpoint_dir(out)
-    path = folder / f"step-{trainer.step:08d}.safetensors"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
-        save_pretrained(out / "model", trainer.generator, trainer.cfg,
-                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
-    except (OSError, SafetensorError) as exc:
-        # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
-        # removed their temp files, so the previous checkpoint is what a --resume will find.
-        cause = exc.__cause__ if isinstance(exc, PathError) and exc.__cause__ is not None else exc
-        msg = getattr(cause, "strerror", None) or first_line(cause)  # io's PathError names the file again
-        newest = latest_checkpoint(out) if folder.is_dir() else None
-        kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
-        raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
-                            f"free space and rerun with --resume") from None
-    keep = trainer.cfg.train.keep_checkpoints
-    for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted(checkpoint_dir(out).glob("step-*.safetensors"))
-    return found[-1] if found else None
-
-
-# Config fields a resumed run may change: the length of the run, and where pretrained weights or workers come from.
-RESUME_MAY_CHANGE = ("train.steps", "train.num_workers", "loss.vgg19_path", "loss.lpips_backbone_path", "preset")
-
-
-def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[tuple[str, object, object]]:
-    """(dotted field, value in a, value in b) for every field where the two configs differ, in config order."""
-    found = []
-    for section in dataclasses.fields(a):
-        x, y = getattr(a, section.name), getattr(b, section.name)
-        if dataclasses.is_dataclass(x):
-            found += [(f"{section.name}.{f.name}", getattr(x, f.name), getattr(y, f.name))
-                      for f in dataclasses.fields(x) if getattr(x, f.name) != getattr(y, f.name)]
-        elif x != y:
-            found.append((section.name, x, y))
-    return found
-
-
-def checkpoint_config(path: Path) -> tuple[ExperimentConfig, int]:
-    """The config and step stored in a checkpoint's header (no tensor is read)."""
-    from safetensors import safe_open
-
-    from matebit.errors import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-        config, step = json.loads(meta["config"]), int(json.loads(meta["step"]))
-    except Exception as exc:  # a header that is not ours: say which file
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({first_line(exc)})") from None
-    return from_json(ExperimentConfig, json.dumps(config), where=str(path)), step
-
-
-def check_resumable(saved: ExperimentConfig, step: int, cfg: ExperimentConfig, where: str) -> None:
-    """Refuse a config that differs from the run's `saved` one outside RESUME_MAY_CHANGE, naming the field."""
-    for name, old, new in config_differences(saved, cfg):
-        if name not in RESUME_MAY_CHANGE:
-            raise TrainingError(f"{where}: the run has {name}={json.dumps(old)}, this request {name}="
-                                f"{json.dumps(new)}; a resumed run keeps its config (drop the value, or start a "
-                                f"new run in another --out)")
-    if cfg.train.steps < step:
-        raise TrainingError(f"{where}: train.steps={cfg.train.steps} is below the checkpoint's step {step}")
-
-
-def resume(trainer: Trainer, out: Path) -> bool:
-    from matebit.checkpoint import load_tensors
-
-    path = latest_checkpoint(out)
-    if path is None:
-        return False
-    tensors, meta = load_tensors(path)
-    saved = from_json(ExperimentConfig, json.dumps(meta["config"]), where=str(path))
-    check_resumable(saved, int(meta["step"]), trainer.cfg, str(path))
-    trainer.load_state_tensors(tensors, meta, str(path))
-    return True
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Logging
-
-
-class RunLog:
-    """JSONL + TensorBoard scalars + image grids, on rank 0 only."""
-
-    def __init__(self, out: Path, enabled: bool):
-        self.enabled = enabled
-        self.out = out
-        self.tb = None
-        if enabled:
-            (out / "images").mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out / "tb"))
-            except ImportError:  # tensorboard is a dependency, but logging must never stop training
-                self.tb = None
-
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.tb:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
-
-    def images(self, step: int, batch: dict[str, Tensor], out) -> None:
-        if not self.enabled:
-            return
-        grid = image_grid(batch, out)
-        import torchvision
-
-        torchvision.utils.save_image(grid, self.out / "images" / f"step-{step:08d}.png")
-        if self.tb:
-            self.tb.add_image("samples", grid, step)
-
-    def close(self) -> None:
-        if self.tb:
-            self.tb.close()
-
-
-GRID_ROWS = ("structure", "exemplar", "warped (last MAT)", "X_uncor weight (white = no match)", "output", "target")
-
-
-def image_grid(batch: dict[str, Tensor], out, max_items: int = 4) -> Tensor:
-    """Rows: structure, exemplar, warped exemplar, X_uncor weight, output, target (all in [0, 1]), each named in a
-    strip on the left; the two MAT rows only when the model has MAT blocks."""
-    import torch.nn.functional as F
-
-    n = min(max_items, batch["image"].shape[0])
-    size = batch["image"].shape[-2:]
-
-    def rgb(x):
-        x = x[:n].detach().float().cpu()
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
-
-    def up(x):
-        return F.interpolate(x, size=size, mode="nearest")
-
-    rows = [rgb(batch["structure"]), rgb(batch["exemplar"] * 0.5 + 0.5)]
-    names = list(GRID_ROWS[:2])
-    if out.warped:
-        rows += [up(rgb(out.warped[-1] * 0.5 + 0.5)), up(rgb(out.uncor_weight[-1]))]
-        names += GRID_ROWS[2:4]
-    rows += [rgb(out.image * 0.5 + 0.5), rgb(batch["image"] * 0.5 + 0.5)]
-    names += GRID_ROWS[4:]
-    import torchvision
-
-    padding = 2
-    grid = torchvision.utils.make_grid(torch.cat(rows).clamp(0, 1), nrow=n, padding=padding)
-    strip = _label_strip(names, grid.shape[1], int(size[0]), padding)
-    return torch.cat([strip, grid], dim=2)
-
-
-def _label_strip(names: list[str], height: int, row_height: int, padding: int) -> Tensor:
-    """A (3, height, width) strip, white on black, with each name beside its row of a make_grid grid (wrapped to
-    the strip's width; a row too low for every line shows the first ones)."""
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-
-    font_px = max(8, min(12, row_height // 4))
-    font = ImageFont.load_default(size=font_px)
-    width = max(64, 7 * font_px + 24)
-    image = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(image)
-    line_px = font_px + 2
-    for r, name in enumerate(names):
-        lines: list[str] = []
-        for word in name.split():
-            if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width - 8:
-                lines[-1] += f" {word}"
-            else:
-                lines.append(word)
-        top = padding + r * (row_height + padding)
-        fit = max(1, row_height // line_px)
-        lines = lines[:fit]
-        y = top + max(0, (row_height - len(lines) * line_px) // 2)
-        for line in lines:
-            draw.text((4, y), line, fill=255, font=font)
-            y += line_px
-    strip = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
-    return strip.expand(3, -1, -1).clone()
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The loop
-
-
-VERIFY_PROGRESS_FROM = 200  # data sets with at least this many pairs show a progress bar while verified
-
-
-def open_datasets(cfg: ExperimentConfig, data_root: str):
-    """(train split, validation split or None when it is empty) of the paired-folder data set."""
-    from matebit.data import DataConfig, PairedFolderDataset
-
-    t = cfg.train
-    data_cfg = DataConfig(root=data_root, size=t.image_size, structure_channels=cfg.model.structure_channels,
-                          exemplar_rate=t.exemplar_rate, flip=t.flip, seed=t.seed, warp=t.warp,
-                          recolour_background=t.recolour_background,
-                          recolour_target=t.recolour_target)
-    val = PairedFolderDataset(data_cfg, "val", allow_empty=True)
-    return PairedFolderDataset(data_cfg, "train"), (val if len(val) else None)
-
-
-def verify_data(datasets, skip_bad: bool = False, quiet: bool = False) -> list[tuple[Path, str]]:
-    """Read every file of the given splits before step 1 (see PairedFolderDataset.verify); the bad files."""
-    from matebit.progress import progress
-
-    bad: dict[Path, str] = {}
-    for ds in datasets:
-        bar = progress(len(ds), f"verify {ds.split}", "pairs", quiet=quiet or len(ds) < VERIFY_PROGRESS_FROM)
-        try:
-            bad.update(ds.verify(skip_bad=skip_bad, progress=bar))
-        finally:
-            bar.close()
-        if not len(ds):
-            raise DataError(f"{ds.cfg.root}: no usable pairs left in the {ds.split} split after skipping bad files")
-    return list(bad.items())
-
-
-def make_loader(cfg: ExperimentConfig, data_root: str, start_step: int, num_workers: int | None = None,
-                dataset=None):
-    """The training DataLoader from `start_step` on; `dataset` is the (verified) train split, else opened here."""
-    t = cfg.train
-    dataset = dataset if dataset is not None else open_datasets(cfg, data_root)[0]
-    sampler = StreamSampler(len(dataset), t.batch_size, t.seed, start_step, *world())
-    workers = t.num_workers if num_workers is None else num_workers
-    loader = torch.utils.data.DataLoader(SeededItems(dataset), batch_size=t.batch_size, sampler=sampler,
-                                         num_workers=workers, pin_memory=torch.cuda.is_available(),
-                                         persistent_workers=workers > 0, drop_last=True)
-    return loader
-
-
-def _from_worker(exc: UserError) -> UserError:
-    """A DataLoader worker's error comes back as 'Caught DataError in DataLoader worker process 0. Original
-    Traceback ...'; give back the original one-line message instead."""
-    text = str(exc).strip()
-    if not text.startswith("Caught "):
-        return exc
-    last = text.splitlines()[-1]
-    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
-    return type(exc)(last[len(prefix):] if last.startswith(prefix) else last)
-
-
-def setup_distributed() -> torch.device:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 def train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool = False,
@@ -579,7 +245,8 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
         raise TrainingError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it, "
                             f"or choose another --out")
     datasets = open_datasets(cfg, data_root)
-    skipped = verify_data([d for d in datasets if d is not None], skip_bad_files, quiet=not (progress and is_main()))
+    skipped = verify_data([d for d in datasets if d is not None], skip_bad_files, quiet=not (progress and is_main()),
+                          progress_from=VERIFY_PROGRESS_FROM)
     if skipped and is_main():
         for path, message in skipped:
             print(f"matebit train: skipped bad file: {message}", file=sys.stderr)
@@ -596,13 +263,10 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(to_json(cfg))
         described = trainer.nets.describe()
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"event": "start", "step": trainer.step, "world_size": world_size,
-                                "device": str(device), "loss_networks": described}) + "\n")
-            if skipped:
-                f.write(json.dumps({"event": "skipped_bad_files", "step": trainer.step,
-                                    "files": [str(p) for p, _ in skipped],
-                                    "reasons": [m for _, m in skipped]}) + "\n")
+        log.event("start", trainer.step, world_size=world_size, device=str(device), loss_networks=described)
+        if skipped:
+            log.event("skipped_bad_files", trainer.step, files=[str(p) for p, _ in skipped],
+                      reasons=[m for _, m in skipped])
         if any("substitute" in v for v in described.values()):
             print("note: using substitute loss networks: " + ", ".join(f"{k}={v}" for k, v in described.items()))
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)
@@ -621,7 +285,7 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
             try:
                 batch = next(batches)
             except UserError as exc:  # a file that went bad after it was verified
-                error = _from_worker(exc)
+                error = from_worker(exc)
                 if trainer.step > saved_step and is_main() and not dist.is_initialized():
                     save_checkpoint(trainer, out)
                     raise type(error)(f"{error}; stopped at step {trainer.step} (checkpoint saved); fix the file "

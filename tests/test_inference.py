@@ -16,11 +16,8 @@ from matebit.models.generator import MATEBITGenerator
 
 
 @pytest.fixture(scope="module")
-def translator(tmp_path_factory):
-    cfg = model_preset("tiny")
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    save_pretrained(folder, MATEBITGenerator(cfg), cfg)
-    return Translator.from_pretrained(folder, device="cpu", dtype="fp32")  # exact reference numbers
+def translator(tiny_model):
+    return Translator.from_pretrained(tiny_model, device="cpu", dtype="fp32")  # exact reference numbers
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +153,12 @@ def test_devices():
             Translator(torch.nn.Identity(), model_preset("tiny"), device="cuda")
 
 
-def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tmp_path, pair):
+def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tiny_model, pair):
     from matebit import speed
 
     if not speed.cpu_supports_bf16():
         pytest.skip("this CPU has no native bf16")
-    folder = tmp_path / "m"
-    save_pretrained(folder, MATEBITGenerator(model_preset("tiny")), model_preset("tiny"))
+    folder = tiny_model
     auto = Translator.from_pretrained(folder, device="cpu")
     assert next(auto.generator.parameters()).dtype == torch.bfloat16  # the default where the CPU has bf16
     fast = Translator.from_pretrained(folder, device="cpu", dtype="bf16")

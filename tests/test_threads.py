@@ -104,17 +104,14 @@ def test_a_real_sample_counts_a_busy_core():
 
 
 
-def test_constructing_a_translator_leaves_the_thread_count_alone(tmp_path):
+def test_constructing_a_translator_leaves_the_thread_count_alone(tiny_model):
     # A library call with a process-wide side effect surprises its caller; the commands choose threads instead.
-    from matebit.checkpoint import save_pretrained
     from matebit.config import model_preset
     from matebit.inference import Translator
     from matebit.models import MATEBITGenerator
 
-    cfg = model_preset("tiny", n_mat_blocks=1)
-    save_pretrained(tmp_path / "m", MATEBITGenerator(cfg), cfg)
     set_to = speed.available_cores() + 1  # more than any choice of matebit's, which never exceeds the cores
     torch.set_num_threads(set_to)
-    Translator.from_pretrained(tmp_path / "m", device="cpu")
-    Translator(MATEBITGenerator(cfg), cfg, device="cpu", dtype="fp32")
+    Translator.from_pretrained(tiny_model, device="cpu")
+    Translator(MATEBITGenerator(model_preset("tiny")), model_preset("tiny"), device="cpu", dtype="fp32")
     assert torch.get_num_threads() == set_to

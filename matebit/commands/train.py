@@ -6,7 +6,7 @@
 
 `--resume` continues the run in `--out` with its own saved config (`<out>/config.json`): `--set` values that differ
 from it are refused naming the field (equal values are fine), except `train.steps`, which may be raised to continue
-a finished run longer (see `matebit.train.RESUME_MAY_CHANGE`). A folder without a checkpoint has nothing to resume.
+a finished run longer (see `matebit.checkpoint.RESUME_MAY_CHANGE`). A folder without a checkpoint has nothing to resume.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _read_config(path: Path):
 def _resumed_config(args: argparse.Namespace, overrides: list[str]):
     """The run's saved config with the --set values applied, refusing any that change it."""
     from matebit.config import apply_overrides
-    from matebit.train import check_resumable, checkpoint_config, latest_checkpoint
+    from matebit.checkpoint import check_resumable, checkpoint_config, latest_checkpoint
 
     out = Path(args.out)
     if not out.is_dir():

@@ -23,6 +23,7 @@ import torch
 
 from matebit import speed
 from matebit.config import TOKEN_STRIDE, ExperimentConfig, apply_overrides, experiment_preset, to_dict
+from matebit.heatmap import heat_overlay
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings shared with `matebit bench quality --synthetic --presets ...` (same budget for every preset)
@@ -117,14 +118,6 @@ def gray_rgb(x: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         x = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
     return np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x
-
-
-def heat_overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Exemplar dimmed, with a heat map (normalised to its max) in red-yellow on top."""
-    big = upscale(heat / max(float(heat.max()), 1e-12), image.shape[0]).astype(np.float64)[..., None]
-    colour = np.concatenate([np.ones_like(big), np.clip(2 * big - 1, 0, 1), np.zeros_like(big)], 2) * 255
-    out = image.astype(np.float64) * 0.35 * (1 - big) + colour * big + image * 0.35 * big
-    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def mark(image: np.ndarray, points: list[tuple[float, float]], colours: list[tuple[int, int, int]],

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from matebit.config import LossConfig
+from matebit.third_party import VGG_LAYERS
 
 from .adversarial import d_hinge_loss, feature_matching_loss, g_hinge_loss
 from .contrastive import StyleQueue, in_batch_negatives, info_nce
@@ -28,8 +29,6 @@ from .gram import gram_style_loss
 from .networks import LossNetworks
 from .perceptual import contextual_loss_multi, perceptual_loss, vgg_feature_matching_loss
 from .structure import structure_loss
-
-VGG_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 
 
 class Objective:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from matebit.errors import InputError, MissingWeightsError, first_line
+from matebit.third_party import VGG_LAYERS
 
 __all__ = [
     "MissingWeightsError",
@@ -29,7 +30,6 @@ __all__ = [
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 SUBSTITUTES = ("hed-vgg16",)
-VGG_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -36,11 +36,11 @@ from torch import Tensor
 _BIG = 1.0e4
 _EPS = 1.0e-6
 
-# `auto` picks the fused kernel only from this many query tokens up (`ModelConfig.fused_min_tokens`). Measured on
+# `auto` picks the fused kernel only from this many query tokens up (`AttentionRuntime.fused_min_tokens`). Measured on
 # an H200 (benchmarks/results/gpu-nvidia-h200.json; benchmarks/README.md, "On a GPU"): the matrix form was faster
 # at every size run, and the fused kernel's gain is memory only, so `auto` keeps the matrix up to 1024x1024 inputs
 # (16384 tokens) and switches where the N x M matrix itself becomes the problem (at 2048x2048, 65536^2 entries,
-# 8 GiB per image per block in bf16). Set model.fused_min_tokens lower to trade speed for memory.
+# 8 GiB per image per block in bf16). Set fused_min_tokens lower (MATEBITGenerator.set_attention) to trade speed for memory.
 DEFAULT_MIN_TOKENS = 32768
 
 
@@ -132,7 +132,7 @@ def masked_correspondence_fused(q: Tensor, k: Tensor, v: Tensor, alpha: float, m
     compiled kernel is forward-only and returns no LSE (torch 2.14).
     """
     if not available():
-        raise RuntimeError("FlexAttention is not available in this torch; use attention_impl='reference'")
+        raise RuntimeError("FlexAttention is not available in this torch; use attention='reference'")
     if mask not in ("relu", "none"):
         raise ValueError(f"unknown mask kind {mask!r}")
     if reliability not in ("mass", "quality"):

@@ -8,7 +8,6 @@ Data path: x_A -> E_A ┐
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matebit.config import InputSizeError, ModelConfig
-from matebit.models.correspondence import downsample_to
+from matebit.models.correspondence import AttentionRuntime, RowKind, RowRequest, downsample_to
 from matebit.models.layers import (
     AdaINResBlock,
     ResidualBlock,
@@ -26,7 +25,6 @@ from matebit.models.layers import (
     conv3x3,
     l2_normalize,
     official_sn,
-    sine_position_code,
 )
 from matebit.models.mat import BlockContext, FullCorrespondenceBlock, MaskedMATBlock
 from matebit.models.official import OfficialMATBlock
@@ -51,9 +49,6 @@ class GeneratorOutput:
     rows: list[Tensor] = field(default_factory=list)
 
 
-RowKind = Literal["used", "masked", "full"]
-
-
 @dataclass
 class CorrespondenceProbe:
     """Where queried structure tokens look in the exemplar, per MAT block (the paper's Fig. 1), beside the output.
@@ -69,8 +64,8 @@ class CorrespondenceProbe:
     def rows(self, kind: RowKind = "used", block: int = -1) -> Tensor:
         if not self.blocks:
             raise ValueError("this model has no MAT blocks, so it has no correspondence")
-        if kind not in ("used", "masked", "full"):
-            raise ValueError(f"row kind must be 'used', 'masked' or 'full', got {kind!r}")
+        if kind not in self.blocks[block]:
+            raise ValueError(f"row kind must be one of {', '.join(map(repr, self.blocks[block]))}, got {kind!r}")
         return self.blocks[block][kind]
 
 
@@ -184,10 +179,12 @@ class MATEBITGenerator(nn.Module):
         # embed_q4 / embed_kv4).
         self.embed_a = SPADEResBlock(c, cfg.structure_channels, cfg.spade_hidden)
         self.embed_b = SPADEResBlock(c, cfg.image_channels, cfg.spade_hidden)
-        self.blocks = nn.ModuleList(BLOCKS[cfg.correspondence](cfg) for _ in range(cfg.n_mat_blocks))
-        if cfg.correspondence != "official":
-            # A learned gain on the fixed sine code lets training decide how much position matters.
-            self.pos_gain = nn.Parameter(torch.ones(())) if cfg.n_mat_blocks else None
+        self.block_kind = BLOCKS[cfg.correspondence]
+        self.blocks = nn.ModuleList(self.block_kind(cfg) for _ in range(cfg.n_mat_blocks))
+        # The kind owns its positional code; a gain it learns is shared by all blocks, saved as `pos_gain`.
+        self.pos_gain = self.block_kind.position_gain(cfg) if cfg.n_mat_blocks else None
+        # A runtime switch, not part of the model: `set_attention`.
+        self.attention = AttentionRuntime()
         self.mapping = MappingNetwork(c, cfg.style_dim) if cfg.global_style else None
         self.decoder = Decoder(cfg)
         apply_spectral_norm(self, cfg.spectral_norm)
@@ -211,6 +208,10 @@ class MATEBITGenerator(nn.Module):
             raise RuntimeError("this model has no global style code (global_style=False)")
         return self.mapping(self.encode_exemplar(image)[1])
 
+    def set_attention(self, impl: str = "auto", fused_min_tokens: int | None = None) -> None:
+        """Which implementation computes the masked correspondence from now on (`AttentionRuntime`); not saved."""
+        self.attention = AttentionRuntime(impl, fused_min_tokens or AttentionRuntime.fused_min_tokens)
+
     def token_grid(self, h: int, w: int) -> tuple[int, int]:
         return h // self.config.token_stride, w // self.config.token_stride
 
@@ -225,37 +226,29 @@ class MATEBITGenerator(nn.Module):
 
     def forward(self, structure: Tensor, exemplar: Tensor, with_rows: bool = False) -> GeneratorOutput:
         """structure: x_A (B, C_A, H, W) in [0, 1]; exemplar: y_B (B, 3, H, W) in [-1, 1]. `with_rows` also returns
-        every block's unmasked attention rows for all query tokens (`GeneratorOutput.rows`, differentiable)."""
-        if not with_rows:
-            return self._run(structure, exemplar)
-        probe = self.probe_correspondence(structure, exemplar)
+        every block's unmasked attention rows for all query tokens (`GeneratorOutput.rows`, differentiable), taken
+        from the blocks' own pass."""
         # The unmasked rows: below 0 the ReLU mask passes no gradient, and a demo seed whose cosines all fell
         # below 0 early stayed at the uniform row's loss for its whole run when the term used the masked rows.
         # Every block kind has them (the cosine's softmax, or the released block's dot-product softmax), so the
         # term is the same for the masked model and its ablations; masked and full rows share their argmax.
-        probe.output.rows = [block["full"] for block in probe.blocks]
-        return probe.output
+        out, rows = self._run(structure, exemplar, RowRequest(kinds=("full",)) if with_rows else None)
+        out.rows = [r["full"] for r in rows]
+        return out
 
     def probe_correspondence(self, structure: Tensor, exemplar: Tensor,
                              query_index: Tensor | None = None) -> CorrespondenceProbe:
-        """The forward pass, plus the attention rows of the queried tokens in every MAT block.
+        """The forward pass, plus the attention rows of the queried tokens in every MAT block, from the same pass.
 
         query_index: token indices (P,) shared by the batch or (B, P) per item (see `point_to_token`); None asks
         for every token, i.e. the whole (B, N, M) matrix per block, which costs O(N * M) memory.
         """
-        probe = CorrespondenceProbe(output=None)  # type: ignore[arg-type]
+        out, rows = self._run(structure, exemplar, RowRequest(index=query_index))
+        return CorrespondenceProbe(output=out, blocks=rows)
 
-        def visit(block: nn.Module, x: Tensor, y: Tensor, ctx: BlockContext) -> None:
-            index = query_index
-            if index is None:
-                index = torch.arange(x.shape[-2] * x.shape[-1], device=x.device)
-            probe.blocks.append(block.attention_rows(x, y, ctx, index))
-
-        probe.output = self._run(structure, exemplar, visit)
-        return probe
-
-    def _run(self, structure: Tensor, exemplar: Tensor, visit=None) -> GeneratorOutput:
-        """The data path of Fig. 2; `visit(block, x, y, ctx)`, if given, sees each block's inputs (probing)."""
+    def _run(self, structure: Tensor, exemplar: Tensor,
+             rows: RowRequest | None = None) -> tuple[GeneratorOutput, list[dict[str, Tensor]]]:
+        """The data path of Fig. 2, and per block the attention rows `rows` asks for (none when it is None)."""
         self.check_size(*structure.shape[-2:])
         if exemplar.shape[-2:] != structure.shape[-2:]:
             raise InputSizeError(f"structure is {tuple(structure.shape[-2:])} but exemplar is "
@@ -265,19 +258,17 @@ class MATEBITGenerator(nn.Module):
         _, y = self.encode_exemplar(exemplar)  # Y_B
         z = self.mapping(y) if self.mapping is not None else None
 
-        out = GeneratorOutput(image=exemplar, z=z, structure_features=feats_a)
+        out, block_rows = GeneratorOutput(image=exemplar, z=z, structure_features=feats_a), []
         if self.blocks:
             h, w = x.shape[-2:]
-            if self.config.correspondence == "official":
-                pos = sine_position_code(h, w, self.config.official_pos_channels, x.device, x.dtype)
-            else:
-                pos = self.pos_gain * sine_position_code(h, w, x.shape[1], x.device, x.dtype)
-            ctx = BlockContext(structure=structure, pos=pos, exemplar_small=downsample_to(exemplar, (h, w)))
+            pos = self.block_kind.position_code(self.config, h, w, x, self.pos_gain)
+            ctx = BlockContext(structure=structure, pos=pos, exemplar_small=downsample_to(exemplar, (h, w)),
+                               attention=self.attention)
             for block in self.blocks:  # K and V come from the same Y_B in every block; X is refined
-                if visit is not None:
-                    visit(block, x, y, ctx)
-                x, aux = block(x, y, ctx)
+                x, aux = block(x, y, ctx, rows)
                 out.warped.append(aux.warped)
                 out.uncor_weight.append(aux.uncor_weight)
+                if rows is not None:
+                    block_rows.append(aux.rows)
         out.image = self.decoder(x, feats_a, z)
-        return out
+        return out, block_rows

@@ -4,8 +4,9 @@
   FullCorrespondenceBlock  CoCosNet's full correspondence: no mask, no X_uncor, no AdaConv (Table 2)
 
 The released code's block is in `official.py`; `generator.BLOCKS` maps `ModelConfig.correspondence` to the class.
-Every block has the same two entry points: `forward(x, y, ctx)` for the network, and `attention_rows(x, y, ctx,
-index)` for probing where chosen queries look (used by `MATEBITGenerator.probe_correspondence`, never by forward).
+Every block kind has the same interface: `forward(x, y, ctx, rows=None)`, which hands back, when `rows` asks, the
+attention rows of its own pass (`BlockAux.rows`: where chosen queries look, for probing and `loss.match`), and its
+positional code (`position_gain`, `position_code`), which the generator computes once per forward for all blocks.
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matebit.config import ModelConfig
-from matebit.models.correspondence import attention_rows, centred_unit, grid, masked_correspondence, tokens
-from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, pono
+from matebit.models.correspondence import (
+    AttentionRuntime,
+    RowRequest,
+    centred_unit,
+    grid,
+    masked_correspondence,
+    tokens,
+)
+from matebit.models.layers import AdaConv, FeedForward, SpatialModulation, pono, sine_position_code
 
 
 @dataclass
@@ -29,6 +37,7 @@ class BlockContext:
     structure: Tensor  # x_A at full size (B, C_A, H, W): the source of gamma and beta in Eq. 4
     pos: Tensor  # positional code on the token grid, (1, C, h, w)
     exemplar_small: Tensor  # y_B area-averaged to the token grid (B, 3, h, w), warped alongside V (Eq. 9)
+    attention: AttentionRuntime = AttentionRuntime()  # which implementation computes the correspondence
 
 
 @dataclass
@@ -37,6 +46,7 @@ class BlockAux:
 
     warped: Tensor  # (B, 3, h, w) the exemplar warped by the block's correspondence (for Eq. 9)
     uncor_weight: Tensor  # (B, 1, h, w) weight of X_uncor: 1 - reliability, in [0, 1]
+    rows: dict[str, Tensor] | None = None  # the attention rows a RowRequest asked for, kind -> (B, P, M)
 
 
 class _CosineAttention(nn.Module):
@@ -49,35 +59,37 @@ class _CosineAttention(nn.Module):
         super().__init__()
         c = cfg.feature_channels
         self.alpha = cfg.alpha
-        self.impl = cfg.attention_impl
-        self.min_tokens = cfg.fused_min_tokens
         self.reliability = cfg.reliability
         self.to_q = nn.Conv2d(c, c, 1)
         self.to_k = nn.Conv2d(c, c, 1)
         self.to_v = nn.Conv2d(c, c, 1)
 
+    @staticmethod
+    def position_gain(cfg: ModelConfig) -> nn.Parameter | None:
+        # A learned gain on the fixed sine code lets training decide how much position matters.
+        return nn.Parameter(torch.ones(()))
+
+    @staticmethod
+    def position_code(cfg: ModelConfig, h: int, w: int, like: Tensor, gain: Tensor | None) -> Tensor:
+        """The code added to Q's and K's inputs (Fig. 3d): the sine code over all feature channels, times the gain."""
+        return gain * sine_position_code(h, w, cfg.feature_channels, like.device, like.dtype)
+
     def _project(self, x: Tensor, y: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.to_q(x + pos), self.to_k(y + pos), self.to_v(y)
 
-    def _correspond(self, q: Tensor, k: Tensor, v: Tensor, exemplar_small: Tensor):
-        """Eqs. 1-3: (X_cor, warped exemplar, X_uncor weight), each on the (h, w) grid."""
+    def _correspond(self, q: Tensor, k: Tensor, v: Tensor, ctx: BlockContext, rows: RowRequest | None):
+        """Eqs. 1-3: (X_cor, warped exemplar, X_uncor weight), each on the (h, w) grid, and the rows asked for."""
         b, _, h, w = q.shape
         qt, kt = centred_unit(tokens(q)), centred_unit(tokens(k))  # Eq. 1 operands
         # The exemplar rides along as three extra value channels: one pass gives X_cor and the Eq. 9 warp.
-        values = torch.cat([tokens(v), tokens(exemplar_small.to(v.dtype))], dim=-1)
-        corr = masked_correspondence(qt, kt, values, self.alpha, self.mask, self.impl, min_tokens=self.min_tokens,
-                                     reliability=self.reliability)
+        values = torch.cat([tokens(v), tokens(ctx.exemplar_small.to(v.dtype))], dim=-1)
+        corr = masked_correspondence(qt, kt, values, self.alpha, self.mask, ctx.attention.impl,
+                                     min_tokens=ctx.attention.fused_min_tokens, reliability=self.reliability,
+                                     rows=rows)
         x_cor = grid(corr.out[..., :-3], h, w)  # Eq. 3
         warped = grid(corr.out[..., -3:], h, w)
         uncor = (1 - corr.reliability).clamp(0, 1).reshape(b, 1, h, w)
-        return x_cor, warped, uncor
-
-    def attention_rows(self, x: Tensor, y: Tensor, ctx: BlockContext, index: Tensor) -> dict[str, Tensor]:
-        """Rows (B, P, M) of the queried tokens: masked softmax(alpha ReLU(cos)), full softmax(alpha cos), and the
-        one this block aggregates with ("used")."""
-        q, k, _ = self._project(x, y, ctx.pos)
-        masked, full = attention_rows(centred_unit(tokens(q)), centred_unit(tokens(k)), self.alpha, index)
-        return {"masked": masked, "full": full, "used": masked if self.mask == "relu" else full}
+        return x_cor, BlockAux(warped=warped, uncor_weight=uncor, rows=corr.rows)
 
 
 class MaskedMATBlock(_CosineAttention):
@@ -97,10 +109,12 @@ class MaskedMATBlock(_CosineAttention):
         else:
             self.feed_forward = FeedForward(c, cfg.adaconv_expansion)
 
-    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext) -> tuple[Tensor, BlockAux]:
-        """x: query stream X (B, C, h, w); y: exemplar features Y_B."""
+    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext,
+                rows: RowRequest | None = None) -> tuple[Tensor, BlockAux]:
+        """x: query stream X (B, C, h, w); y: exemplar features Y_B; rows: attention rows to hand back."""
         q, k, v = self._project(x, y, ctx.pos)
-        x_cor, warped, uncor = self._correspond(q, k, v, ctx.exemplar_small)
+        x_cor, aux = self._correspond(q, k, v, ctx, rows)
+        uncor = aux.uncor_weight
         # Eq. 4: normalise Q per channel over positions, then modulate it by gamma(x_A), beta(x_A).
         q_norm = self.modulate(F.instance_norm(q), ctx.structure)
         # Eq. 5 with a bounded weight: as printed, 1 - sum_j ReLU(A)(u, j) sums raw cosines over up to h*w
@@ -109,7 +123,7 @@ class MaskedMATBlock(_CosineAttention):
         x_uncor = uncor * q_norm
         x_agg = pono(x_cor + x_uncor + q)  # Eq. 6
         out = self.feed_forward(x_agg) + x_agg  # X_MAT = AdaConv(X_agg) + X_agg
-        return out, BlockAux(warped=warped, uncor_weight=uncor)
+        return out, aux
 
 
 class FullCorrespondenceBlock(_CosineAttention):
@@ -118,7 +132,8 @@ class FullCorrespondenceBlock(_CosineAttention):
 
     mask = "none"
 
-    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext) -> tuple[Tensor, BlockAux]:
+    def forward(self, x: Tensor, y: Tensor, ctx: BlockContext,
+                rows: RowRequest | None = None) -> tuple[Tensor, BlockAux]:
         q, k, v = self._project(x, y, ctx.pos)
-        x_cor, warped, uncor = self._correspond(q, k, v, ctx.exemplar_small)
-        return pono(x_cor + q), BlockAux(warped=warped, uncor_weight=uncor)
+        x_cor, aux = self._correspond(q, k, v, ctx, rows)
+        return pono(x_cor + q), aux

@@ -149,8 +149,9 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
     from matebit.align import FaceTemplate
     from matebit.data.faces import prepare_faces
     from matebit.io import atomic_write_bytes
+    from matebit.checkpoint import latest_checkpoint
     from matebit.metrics.moved import format_photo_draws
-    from matebit.train import latest_checkpoint, train
+    from matebit.train import train
 
     if recipe.size % 16:
         raise InputError(f"--size must be a multiple of 16, got {recipe.size}")

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+pytestmark = pytest.mark.slow  # a server process and a browser: `pytest -m "not slow"` leaves it out
+
 os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium sends no usage statistics
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -69,25 +71,16 @@ def _inputs(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_model):
     """The real command on a free port, run from an empty folder (to see that it writes nothing there)."""
-    import torch
-
-    from matebit.checkpoint import save_pretrained
-    from matebit.config import model_preset
-    from matebit.models.generator import MATEBITGenerator
-
     root = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    cfg = model_preset("tiny")
-    save_pretrained(root / "model", MATEBITGenerator(cfg), cfg)
     cwd = root / "cwd"
     cwd.mkdir()
     port = _free_port()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
     log = open(root / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "matebit", "serve", "--model", str(root / "model"), "--port", str(port),
+        [sys.executable, "-m", "matebit", "serve", "--model", str(tiny_model), "--port", str(port),
          "--device", "cpu", "--max-upload-mb", "1", "--max-pixels", "1000000"],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -1,27 +1,21 @@
 """`matebit eval` end to end on CPU: a tiny random model, a 32 px synthetic set, weight-free metrics."""
 
 import json
+import shutil
 
 import pytest
 
-from matebit.checkpoint import save_pretrained
 from matebit.cli import run
-from matebit.config import model_preset
 from matebit.data.synthetic import write_synthetic_dataset
 from matebit.metrics import read_jsonl
-from matebit.models import MATEBITGenerator
 
 FAST = ["--device", "cpu", "--timing-runs", "2", "--timing-warmup", "1", "--batch-size", "2"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
+def setup(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("eval")
-    cfg = model_preset("tiny")
-    save_pretrained(root / "model", MATEBITGenerator(cfg), cfg)
+    shutil.copytree(tiny_model, root / "model")
     write_synthetic_dataset(root / "data", n_train=2, n_val=3, size=32, seed=0)
     return root
 

@@ -1,4 +1,5 @@
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -6,17 +7,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from matebit.checkpoint import save_pretrained
 from matebit.cli import run
-from matebit.config import model_preset
-from matebit.models.generator import MATEBITGenerator
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("cli")
-    cfg = model_preset("tiny")
-    save_pretrained(root / "model", MATEBITGenerator(cfg), cfg)
+    shutil.copytree(tiny_model, root / "model")
     astronaut = data.astronaut()
     Image.fromarray(cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA)).save(root / "ex.jpg")
     Image.fromarray(cv2.resize(astronaut, (48, 40), interpolation=cv2.INTER_AREA)).save(root / "photo.png")

@@ -1,28 +1,23 @@
 """The moved-exemplar protocol: exact moved truth, seeded pairs of different people, all rows, soft measures."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
-import torch
 from faces_helpers import needs_hed
 
-from matebit.checkpoint import save_pretrained
 from matebit.cli import run
-from matebit.config import apply_overrides, experiment_preset
 from matebit.data.faces import prepare_faces, read_identities
 from matebit.metrics.moved import (MovedSettings, draw_moved_pairs, evaluate_moved, move_image, move_points,
                                    similarity_matrix)
-from matebit.models import MATEBITGenerator
 
 
 @pytest.fixture(scope="module")
-def setup(fake_london, tmp_path_factory):
+def setup(fake_london, tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("moved")
     prepare_faces(fake_london, root / "data", size=64, val_identities=3, structure="canny", progress=False)
-    torch.manual_seed(0)
-    cfg = apply_overrides(experiment_preset("tiny"), ["train.image_size=64"])
-    save_pretrained(root / "model", MATEBITGenerator(cfg.model), cfg)
+    shutil.copytree(tiny_models(64), root / "model")
     return root
 
 

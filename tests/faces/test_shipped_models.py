@@ -3,6 +3,7 @@
 Nothing is written under matebit/weights/: the weights root is pointed at a temporary folder."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 import matebit.weights as W
-from matebit.checkpoint import save_pretrained
+from matebit.checkpoint import load_pretrained
 from matebit.cli import run
-from matebit.config import apply_overrides, experiment_preset
+from matebit.config import experiment_preset
 from matebit.errors import CheckpointError, InputError
 from matebit.inference import Translator
 from matebit.models import MATEBITGenerator
@@ -29,14 +30,11 @@ Trained on nothing; for tests.
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, trained_model):
     folder = tmp_path_factory.mktemp("run") / "model"
-    torch.manual_seed(0)
-    cfg = apply_overrides(experiment_preset("tiny"), ["train.image_size=32"])
-    generator = MATEBITGenerator(cfg.model)
-    save_pretrained(folder, generator, cfg)
+    shutil.copytree(trained_model, folder)
     (folder / "README.md").write_text(CARD)
-    return folder, generator
+    return folder, load_pretrained(folder)[0]
 
 
 def _inputs():

@@ -7,7 +7,7 @@ import torch
 from matebit.config import LossConfig, apply_overrides, experiment_preset
 from matebit.data.warp import WarpConfig, warp_grid
 from matebit.losses import LossNetworks, Objective, StyleQueue
-from matebit.losses.objective import VGG_LAYERS
+from matebit.third_party import VGG_LAYERS
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
 

@@ -7,15 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from matebit.checkpoint import load_pretrained, save_pretrained
+from matebit.checkpoint import load_pretrained
 from matebit.cli import run
-from matebit.config import model_preset
 from matebit.data.synthetic import SyntheticFaces
 from matebit.demo.benchmark import BENCH_SEED, evaluate_generator, held_out_pairs
 from matebit.metrics import read_jsonl, soft_points, token_centres
 from matebit.metrics.correspondence import grid_of, pck_metric, probe_matches
 from matebit.metrics.evalset import EvalSet, Landmarks
-from matebit.models import MATEBITGenerator
 
 SIZE, PAIRS = 64, 6
 
@@ -44,12 +42,9 @@ def _benchmark_pairs_as_data_folder(root):
 
 
 @pytest.fixture(scope="module")
-def model_and_data(tmp_path_factory):
+def model_and_data(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("pck")
-    torch.manual_seed(3)
-    cfg = model_preset("tiny")
-    save_pretrained(root / "model", MATEBITGenerator(cfg), cfg)
-    return root / "model", _benchmark_pairs_as_data_folder(root / "data"), root
+    return tiny_model, _benchmark_pairs_as_data_folder(root / "data"), root
 
 
 @pytest.mark.parametrize("rows", ["used", "masked"])

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from matebit.models.correspondence import (
-    attention_rows,
+    RowRequest,
     centred_unit,
+    masked_correspondence,
     masked_correspondence_chunked,
     masked_correspondence_reference,
+    query_rows,
 )
 
 
@@ -97,15 +99,27 @@ def test_chunked_equals_reference(kind):
     torch.testing.assert_close(a.reliability, b.reliability)
 
 
-def test_attention_rows_match_the_full_matrix():
+@pytest.mark.parametrize("mask", ["relu", "none"])
+def test_query_rows_come_from_the_pass_and_match_rows_computed_alone(mask):
     q = centred_unit(torch.randn(2, 16, 8))
     k = centred_unit(torch.randn(2, 16, 8))
     v = torch.randn(2, 16, 1)
-    full = masked_correspondence_reference(q, k, v, 100.0, "relu", return_weights=True).weights
-    masked, unmasked = attention_rows(q, k, 100.0, torch.tensor([3, 9]))
-    torch.testing.assert_close(masked, full[:, [3, 9]])
-    nomask = masked_correspondence_reference(q, k, v, 100.0, "none", return_weights=True).weights
-    torch.testing.assert_close(unmasked, nomask[:, [3, 9]])
+    request = RowRequest(index=torch.tensor([3, 9]))
+    got = masked_correspondence(q, k, v, 100.0, mask, rows=request)  # 16 queries: the matrix form
+    masked = masked_correspondence_reference(q, k, v, 100.0, "relu", return_weights=True).weights
+    full = masked_correspondence_reference(q, k, v, 100.0, "none", return_weights=True).weights
+    torch.testing.assert_close(got.rows["masked"], masked[:, [3, 9]])
+    torch.testing.assert_close(got.rows["full"], full[:, [3, 9]])
+    assert got.rows["used"] is got.rows["masked" if mask == "relu" else "full"]
+    assert got.weights is None and got.cos is None  # the matrix is not handed back unless asked for
+    # Where the pass never holds the whole matrix (the chunked form, the fused kernel) the rows come from q and k.
+    alone = query_rows(masked_correspondence_chunked(q, k, v, 100.0, mask, chunk=8), q, k, 100.0, mask, request)
+    for kind in ("masked", "full", "used"):
+        torch.testing.assert_close(alone[kind], got.rows[kind])
+    only = masked_correspondence(q, k, v, 100.0, mask, rows=RowRequest(kinds=("full",))).rows
+    assert set(only) == {"full"} and only["full"].shape == (2, 16, 16)  # only the kinds asked for
+    with pytest.raises(ValueError, match="row kind"):
+        RowRequest(kinds=("nope",))
 
 
 @pytest.mark.parametrize("kind", ["quality", "mass"])

@@ -117,3 +117,51 @@ def test_query_rows_agree_with_the_whole_matrix_and_probing_leaves_the_output_al
     torch.testing.assert_close(rows.rows("used"), rows.rows(used_is))
     xy = torch.tensor([[4.0, 4.0], [63.0, 63.0]])
     assert g.point_to_token(xy, 64, 64).tolist() == [0, 63]
+
+
+@pytest.mark.parametrize("kind", ["masked", "full", "official"])
+def test_rows_are_an_aux_output_of_the_blocks_own_pass(kind):
+    # Asking for rows must not run a second Q/K projection or cosine: each block's to_q and to_k run once per
+    # forward, and the whole pass counts the same matmul/conv FLOPs with rows as without.
+    from collections import Counter
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = MATEBITGenerator(model_preset("tiny", correspondence=kind)).eval()  # eval: no spectral-norm updates
+    calls = Counter()
+    for i, block in enumerate(g.blocks):
+        for name in ("to_q", "to_k"):
+            getattr(block, name).register_forward_hook(lambda *_, key=(i, name): calls.update([key]))
+    s, e = _inputs(b=1)
+
+    def run(fn):
+        calls.clear()
+        with FlopCounterMode(display=False) as flops:
+            result = fn()
+        assert set(calls.values()) == {1} and len(calls) == 2 * len(g.blocks)
+        return result, flops.get_total_flops()
+
+    plain, plain_flops = run(lambda: g(s, e))
+    trained, rows_flops = run(lambda: g(s, e, with_rows=True))
+    probe, probe_flops = run(lambda: g.probe_correspondence(s, e, query_index=torch.tensor([0, 9])))
+    assert plain_flops == rows_flops == probe_flops
+    assert len(trained.rows) == 3 and trained.rows[0].shape == (1, 64, 64) and plain.rows == []
+    torch.testing.assert_close(trained.image, plain.image)
+    torch.testing.assert_close(probe.rows("full"), trained.rows[-1][:, [0, 9]])
+
+
+def test_the_attention_implementation_is_a_runtime_setting():
+    g = MATEBITGenerator(model_preset("tiny")).eval()
+    s, e = _inputs(b=1)
+    with torch.no_grad():
+        auto = g(s, e).image
+        g.set_attention("reference")
+        assert g.attention.impl == "reference"
+        torch.testing.assert_close(g(s, e).image, auto)  # the same numbers by another path on CPU
+    assert not any("attention" in key for key in g.state_dict())
+    from matebit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="attention must be"):
+        g.set_attention("flash")
+    with pytest.raises(ConfigError, match="fused_min_tokens"):
+        g.set_attention("auto", fused_min_tokens=-1)

@@ -1,24 +1,10 @@
-"""Fixtures of the robustness tests: tiny model folders and a synthetic data set (builders in hostile_helpers)."""
+"""Fixtures of the robustness tests: a synthetic data set (the tiny model folders are tests/conftest.py's)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from hostile_helpers import save_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A bare-ModelConfig tiny model: no trained size, so it runs at the input's own size."""
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory) -> Path:
-    """A tiny model folder as training writes it: ExperimentConfig with train.image_size=32."""
-    return save_tiny_model(tmp_path_factory.mktemp("trained") / "model", trained_size=32)
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,11 @@
-"""Builders shared by the issue-14 robustness tests: tiny model folders and small image folders."""
+"""Builders shared by the issue-14 robustness tests: small image folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-
-
-def save_tiny_model(folder: Path, trained_size: int | None = None) -> Path:
-    """A tiny untrained model folder: a bare ModelConfig (no trained size), or an ExperimentConfig whose
-    train.image_size is `trained_size` (what `matebit train` writes)."""
-    from matebit.checkpoint import save_pretrained
-    from matebit.config import apply_overrides, experiment_preset, model_preset
-    from matebit.models.generator import MATEBITGenerator
-
-    torch.manual_seed(0)
-    cfg = model_preset("tiny")
-    generator = MATEBITGenerator(cfg)
-    if trained_size is None:
-        return save_pretrained(folder, generator, cfg)
-    run_cfg = apply_overrides(experiment_preset("tiny"), [f"train.image_size={trained_size}"])
-    return save_pretrained(folder, generator, run_cfg)
 
 
 def edges(w: int, h: int) -> np.ndarray:

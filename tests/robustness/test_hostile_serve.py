@@ -95,6 +95,7 @@ def _get(port: int, host: str, origin: str | None = None, path: str = "/") -> in
     return status
 
 
+@pytest.mark.slow
 def test_item14_a_real_server_refuses_foreign_host_and_origin_headers(tiny_model, tmp_path):
     pytest.importorskip("gradio")
     port = _free_port()

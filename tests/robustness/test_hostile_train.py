@@ -126,6 +126,7 @@ def _long_run(data: Path, out: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_item03_two_concurrent_trainings_the_second_exits_2_at_once(data, tmp_path, capsys):
     out = tmp_path / "run"
     first = _long_run(data, out)
@@ -142,6 +143,7 @@ def test_item03_two_concurrent_trainings_the_second_exits_2_at_once(data, tmp_pa
     assert took < 5, took
 
 
+@pytest.mark.slow
 def test_item03_sigterm_ends_a_run_and_releases_its_lock(data, tmp_path):
     import signal
 

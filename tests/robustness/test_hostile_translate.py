@@ -421,6 +421,7 @@ def test_item13_temp_files_of_a_killed_run_are_cleaned_by_the_next_run(tiny_mode
     assert all(p.exists() for p in keep) and outside.exists()
 
 
+@pytest.mark.slow
 def test_item13_a_killed_run_leaves_only_temp_files_the_next_run_removes(tiny_model, dataset, tmp_path):
     """A real SIGKILL in the middle of a batch: the next run cleans up and finishes the batch."""
     import signal

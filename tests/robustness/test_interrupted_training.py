@@ -130,6 +130,7 @@ def _wait(pred, proc: subprocess.Popen, timeout: float = 120.0, poll: float = 0.
     raise AssertionError("training made no progress within the timeout")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_matches_a_straight_run(data, tmp_path):
     rng = random.Random(1234)
     out = tmp_path / "killed"

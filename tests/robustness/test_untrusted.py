@@ -158,6 +158,7 @@ FUZZ = settings(max_examples=FUZZ_ITERATIONS, deadline=None, derandomize=True, d
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.mark.slow
 def test_fuzz_image_loader(tmp_path):
     seeds = _image_seeds()
     calls, decoded = [], []
@@ -186,6 +187,7 @@ def test_fuzz_image_loader(tmp_path):
     assert 0 < len(decoded) < len(calls)  # both outcomes were exercised
 
 
+@pytest.mark.slow
 def test_fuzz_tensor_file_loader(tmp_path):
     seed_path = tmp_path / "seed.safetensors"
     save_tensors(seed_path, {"a": torch.arange(12, dtype=torch.float32).reshape(3, 4),
@@ -221,6 +223,7 @@ def model_files(tmp_path_factory) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_fuzz_model_folder_loader(tmp_path, model_files):
     calls, loaded = [], []
     header_len = int.from_bytes(model_files["model.safetensors"][:8], "little") + 8

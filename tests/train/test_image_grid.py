@@ -5,7 +5,7 @@ import torch
 
 from matebit.config import ExperimentConfig, apply_overrides, experiment_preset
 from matebit.models import MATEBITGenerator
-from matebit.train import GRID_ROWS, image_grid
+from matebit.runlog import GRID_ROWS, image_grid
 
 
 def _grid(n_mat_blocks: int, size: int = 32):

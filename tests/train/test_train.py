@@ -163,6 +163,7 @@ def test_substitute_perceptual_network_is_recorded(data, tmp_path, capsys, monke
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_share_one_queue(data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            str(WORKER), str(data), str(tmp_path)]
@@ -214,6 +215,7 @@ def _run_group(cmd: list[str], timeout: float, env: dict) -> subprocess.Complete
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_a_nan_on_one_rank_is_decided_by_all_ranks_without_hanging(data, tmp_path, policy):
     # Rank 1 alone gets a NaN loss at step 2. Decided per rank, rank 1 would skip (or leave) the backward that
