@@ -44,11 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
-    for name in ("steps", "batch_size", "train_faces", "pairs"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.size < SIZE_STRIDE or args.size % SIZE_STRIDE:
-        raise InputError(f"--size must be a positive multiple of {SIZE_STRIDE}, got {args.size}")
     return replace(DemoSettings(), preset=args.preset, steps=args.steps, batch_size=args.batch_size,
                    size=args.size, n_train=args.train_faces, n_pairs=args.pairs, seed=args.seed,
                    extra=list(args.overrides))
@@ -71,8 +66,6 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--exemplar and --model go with --faces")
     settings = settings_from_args(args)
     settings.config()  # a bad preset or --set fails here, before any data is written
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
     result = run_demo(Path(args.out), settings, progress=not args.no_progress, threads=args.threads)
     t = result["timings"]
     print(f"done in {t['total']:.0f} s (training {t['training']:.0f} s)")
