@@ -25,9 +25,10 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from matebit.bounds import parse_json
 from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, to_dict
 from matebit.errors import CheckpointError, first_line
-from matebit.io import atomic_directory, atomic_write
+from matebit.io import atomic_directory, atomic_write, missing_reason, open_regular, present, read_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,14 +47,9 @@ def _sniff(path: Path) -> None:
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise CheckpointError(f"{path}: a PyTorch pickle file ({path.suffix}); matebit never unpickles "
                               f"weights, it reads safetensors only (save with matebit.checkpoint.save_pretrained)")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-        size = path.stat().st_size
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, expected a safetensors file") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
+    with open_regular(path, error=CheckpointError) as fh:  # a FIFO or a device is refused, never waited on
+        head = fh.read(9)
+        size = os.fstat(fh.fileno()).st_size
     # A safetensors header is JSON from byte 8 on; only without that can the first bytes be a zip ("PK") or a pickle
     # (0x80): an 8-byte header length whose low byte is 0x80 (or whose low bytes read "PK") is legitimate.
     if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
@@ -208,16 +204,9 @@ def save_pretrained(directory: PathLike, generator: torch.nn.Module, config: Exp
 def load_config(directory: PathLike) -> ExperimentConfig | ModelConfig:
     """Read `directory/config.json` (with or without the "_class" key)."""
     path = Path(directory) / CONFIG_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not present(path):
+        raise CheckpointError(f"{path}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    data = parse_json(read_text(path, error=CheckpointError), str(path), CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     cls_name = data.pop("_class", None)
@@ -269,12 +258,14 @@ def load_pretrained(directory: PathLike, device: str | torch.device = "cpu") -> 
         raise CheckpointError(f"{directory}: expected a model folder (with {CONFIG_NAME} and {WEIGHTS_NAME}), "
                               f"got a file")
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
+    if not present(weights):
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise CheckpointError(f"{weights}: missing; found {_names(pickles)}, pickle file(s) matebit will not "
                                   f"load (it never unpickles weights)")
         raise CheckpointError(f"{weights}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    if not weights.is_file():  # a FIFO, a device, a broken or looping link
+        raise CheckpointError(f"{weights}: {missing_reason(weights)}")
     config = load_config(directory)
     model_cfg = config.model if isinstance(config, ExperimentConfig) else config
     state, _ = _read_safetensors(weights)

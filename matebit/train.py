@@ -39,6 +39,7 @@ from matebit.config import ExperimentConfig, from_json, to_dict, to_json
 from matebit.data.sampler import SeededItems, StreamSampler
 from matebit.errors import DataError, PathError, TrainingError, UserError, first_line
 from matebit.losses import LossNetworks, Objective, StyleQueue
+from matebit.io import atomic_write_bytes, write_error
 from matebit.runlock import RunLock
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 
@@ -282,20 +283,28 @@ def save_checkpoint(trainer: Trainer, out: Path) -> Path:
     tensors, meta = trainer.state_tensors()
     folder = checkpoint_dir(out)
     path = folder / f"step-{trainer.step:08d}.safetensors"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
-        save_pretrained(out / "model", trainer.generator, trainer.cfg,
-                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
-    except (OSError, SafetensorError) as exc:
+
+    def failed(what: str, exc: BaseException) -> TrainingError:
         # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
-        # removed their temp files, so the previous checkpoint is what a --resume will find.
+        # removed their temp files, so the newest complete checkpoint is what a --resume will find; without one
+        # there is nothing to resume, and the same command starts the run again.
         cause = exc.__cause__ if isinstance(exc, PathError) and exc.__cause__ is not None else exc
         msg = getattr(cause, "strerror", None) or first_line(cause)  # io's PathError names the file again
         newest = latest_checkpoint(out) if folder.is_dir() else None
-        kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
-        raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
-                            f"free space and rerun with --resume") from None
+        kept = (f"the newest complete checkpoint is {newest}; free space and rerun with --resume" if newest else
+                "no checkpoint was written, so there is nothing to resume; free space and rerun the same command")
+        return TrainingError(f"step {trainer.step}: cannot write {what} ({msg}); stopping, {kept}")
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
+    except (OSError, SafetensorError) as exc:
+        raise failed(f"checkpoint {path}", exc) from None
+    try:
+        save_pretrained(out / "model", trainer.generator, trainer.cfg,
+                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    except (OSError, SafetensorError) as exc:
+        raise failed(f"the model folder {out / 'model'}", exc) from None
     keep = trainer.cfg.train.keep_checkpoints
     for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
         old.unlink(missing_ok=True)
@@ -367,6 +376,15 @@ def resume(trainer: Trainer, out: Path) -> bool:
 # Logging
 
 
+def append_log(path: Path, records: list[dict]) -> None:
+    """Append JSON lines to a run's log; a failed write (a full disk) is a PathError naming the file."""
+    try:
+        with open(path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
 class RunLog:
     """JSONL + TensorBoard scalars + image grids, on rank 0 only."""
 
@@ -385,8 +403,7 @@ class RunLog:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        append_log(self.out / "log.jsonl", [{"step": step, **values}])
         if self.tb:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
@@ -397,7 +414,11 @@ class RunLog:
         grid = image_grid(batch, out)
         import torchvision
 
-        torchvision.utils.save_image(grid, self.out / "images" / f"step-{step:08d}.png")
+        path = self.out / "images" / f"step-{step:08d}.png"
+        try:
+            torchvision.utils.save_image(grid, path)
+        except OSError as exc:  # a full disk: name the file, as the checkpoint writes do
+            raise write_error(path, exc) from None
         if self.tb:
             self.tb.add_image("samples", grid, step)
 
@@ -596,15 +617,14 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
             print(f"resumed from step {trainer.step}")
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(to_json(cfg))
+        atomic_write_bytes(out / "config.json", to_json(cfg).encode())
         described = trainer.nets.describe()
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"event": "start", "step": trainer.step, "world_size": world_size,
-                                "device": str(device), "loss_networks": described}) + "\n")
-            if skipped:
-                f.write(json.dumps({"event": "skipped_bad_files", "step": trainer.step,
-                                    "files": [str(p) for p, _ in skipped],
-                                    "reasons": [m for _, m in skipped]}) + "\n")
+        records = [{"event": "start", "step": trainer.step, "world_size": world_size, "device": str(device),
+                    "loss_networks": described}]
+        if skipped:
+            records.append({"event": "skipped_bad_files", "step": trainer.step, "files": [str(p) for p, _ in skipped],
+                            "reasons": [m for _, m in skipped]})
+        append_log(out / "log.jsonl", records)
         if any("substitute" in v for v in described.values()):
             print("note: using substitute loss networks: " + ", ".join(f"{k}={v}" for k, v in described.items()))
     end = cfg.train.steps if max_steps is None else min(cfg.train.steps, trainer.step + max_steps)

@@ -16,7 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
-from matebit.errors import InputError, Terminated, first_line
+from matebit.errors import InputError, Terminated
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,12 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read_config(path: Path):
     from matebit.config import ExperimentConfig, from_json
+    from matebit.io import read_text
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the config ({first_line(exc)})") from None
-    return from_json(ExperimentConfig, text, where=str(path))
+    return from_json(ExperimentConfig, read_text(path), where=str(path))
 
 
 def _resumed_config(args: argparse.Namespace, overrides: list[str]):
@@ -95,7 +92,11 @@ def main(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from matebit.config import apply_overrides, experiment_preset
+    from matebit.io import check_outputs
     from matebit.train import is_main, train
+
+    # Image grids, checkpoints and the model go under --out: inside the data set they would become its files.
+    check_outputs(out_folders={"--out": args.out}, in_folders={args.data: "--data"}, nested=False)
 
     overrides = list(args.overrides)
     if args.perceptual:
@@ -108,8 +109,6 @@ def main(args: argparse.Namespace) -> int:
         base = _read_config(Path(args.config)) if args.config else experiment_preset(args.preset or "paper")
         cfg = apply_overrides(base, overrides)
     _refuse_ignored_network(args, cfg)
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
     from matebit import speed
 
     speed.configure_cpu_threads(args.threads)  # then re-chosen while training (matebit.speed.ThreadGovernor)
