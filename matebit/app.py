@@ -127,7 +127,7 @@ def sketch_to_structure(value: Any) -> Image.Image:
     if isinstance(im, np.ndarray):
         im = Image.fromarray(im)
     elif not isinstance(im, Image.Image):
-        im = Image.open(im)
+        im = Image.open(im, formats=IMAGE_FORMATS)
     lines = None
     if im.mode in ("RGBA", "LA", "PA", "P"):
         alpha = np.asarray(im.convert("RGBA"))[..., 3]
