@@ -12,6 +12,7 @@ a finished run longer (see `matebit.train.RESUME_MAY_CHANGE`). A folder without 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
@@ -83,8 +84,6 @@ def _refuse_ignored_network(args: argparse.Namespace, cfg) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
-
     from matebit.runlock import RunLock
 
     if os.environ.get("RANK", "0") == "0":  # rank 0 holds the lock; say a busy folder before the heavy imports
@@ -115,11 +114,19 @@ def main(args: argparse.Namespace) -> int:
     main_rank = True
     # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C (exit 130): the run lock is released on the way out.
     in_main_thread = threading.current_thread() is threading.main_thread()
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers,
               progress=not args.quiet, skip_bad_files=args.skip_bad_files)
         main_rank = is_main()  # asked before the process group is gone
+    except RuntimeError as exc:
+        # SIGTERM to the process group reaches the data loader's workers too, and a worker that dies of it first
+        # makes the loader raise this instead of our Terminated: the same stop, said the same way.
+        if "killed by signal: Terminated" in str(exc):
+            raise Terminated from None
+        raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -130,5 +137,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAIN_PID = -1  # the process that installed _interrupt
+
+
 def _interrupt(signum, frame):
+    if os.getpid() != _MAIN_PID:
+        # A data loader worker, forked with this handler: it dies of the signal as a worker does, and the loader's
+        # "killed by signal: Terminated" is then an interruption of the run (main, above).
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated  # not KeyboardInterrupt: see matebit.errors.Terminated

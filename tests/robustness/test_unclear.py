@@ -196,3 +196,39 @@ def test_jpeg_outputs_name_the_flag_that_allows_them(tmp_path, capsys):
     line = refused(capsys, "eval", "--items", tmp_path / "items", "--out", tmp_path / "eval", "--metrics", "psnr")
     assert "a.jpg" in line and "--allow-jpeg" in line, line
 
+
+
+@pytest.mark.slow
+def test_sigterm_reaching_the_data_loader_workers_ends_the_run_as_an_interruption(synthetic_data, tmp_path):
+    """SIGTERM sent to the process group reaches the loader's workers too; when one dies of it before the main
+    process handles its own, the run still ends as interrupted (exit 130), not with the loader's RuntimeError. A
+    worker terminated on its own shows it every time."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "matebit", "train", "--preset", "tiny", "--data",
+                             str(synthetic_data), "--out", str(out), "--workers", "1", "--quiet",
+                             *sets(*SETTINGS, "train.num_workers=1", "train.steps=1000000000",
+                                   "train.checkpoint_every=1000000")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((out / "log.jsonl").is_file() and '"step": 1,' in (out / "log.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.2)
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert workers, "no data loader worker"
+        os.kill(int(workers[0]), signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "matebit train: interrupted", err
+    assert not (out / ".lock").exists()
