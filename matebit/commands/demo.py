@@ -53,6 +53,10 @@ def _faces(args: argparse.Namespace) -> int:
     from matebit.recipes.faces import FACE_MODEL, faces_demo
 
     out = Path(args.out if args.out != "matebit-demo" else "matebit-demo-faces")
+    if args.exemplar:  # the demo writes its PNGs (exemplar.png among them) and index.html into --out
+        from matebit.io import check_outputs
+
+        check_outputs(out_folders={"--out": out}, in_folders={args.exemplar: "--exemplar"})
     paths = faces_demo(out, exemplar=args.exemplar, model=args.model or FACE_MODEL)
     print(f"page: {paths['html'].resolve()}")
     print(f"images: {', '.join(p.name for k, p in paths.items() if k != 'html')} in {out.resolve()}")

@@ -109,6 +109,33 @@ def test_prepare_recursive_into_its_own_source_is_refused(tmp_path, capsys):
     assert not (src / "edges").exists()
 
 
+def test_bench_json_onto_a_scored_models_config_is_refused(tiny_model, tmp_path, capsys):
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    before = snapshot(model)
+    line = refused(capsys, "bench", "quality", "--synthetic", "--model", model, "--pairs", "2", "--json",
+                   model / "config.json", "--out", tmp_path / "bench", "--no-progress")
+    assert "--json" in line and "config.json" in line, line
+    assert snapshot(model) == before
+
+
+def test_the_face_demo_never_writes_over_its_exemplar(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    Image.fromarray(gradient(64, 64)).save(out / "exemplar.png")
+    before = (out / "exemplar.png").read_bytes()
+    line = refused(capsys, "demo", "--faces", "--exemplar", out / "exemplar.png", "--out", out)
+    assert "--exemplar" in line and "--out" in line, line
+    assert (out / "exemplar.png").read_bytes() == before
+
+
+def test_the_face_recipe_never_writes_into_its_source(tmp_path, capsys):
+    src = tmp_path / "london"
+    (src / "neutral").mkdir(parents=True)
+    line = refused(capsys, "recipe", "faces", "--src", src, "--out", src / "runs", "--data", tmp_path / "data")
+    assert "--out" in line and "--src" in line, line
+    assert sorted(p.name for p in src.iterdir()) == ["neutral"]
+
+
 @pytest.mark.parametrize("where", ["same", "inside"])
 def test_train_out_equal_to_or_inside_the_data_is_refused_before_anything_is_written(data, capsys, where):
     before = snapshot(data)
