@@ -14,8 +14,13 @@ What protects the server:
 * it answers only requests whose Host header (and Origin header, when sent) names the address it was started on
   (`HostCheck`): a page on another site that rebinds its DNS name to 127.0.0.1 gets 403, not the translate API;
 * uploads over `--max-upload-mb` or `--max-pixels` are refused with one message each, checked from the file
-  size and the image header before anything is decoded; non-images and corrupt files likewise;
-* a file is read only from gradio's upload folder: no path typed or sent by a user is opened;
+  size and the image header before anything is decoded; non-images and corrupt files likewise; only PNG, JPEG,
+  WebP, BMP, TIFF and GIF are ever decoded (`matebit.io.IMAGE_FORMATS`), whatever a file is called;
+* the upload route (`UploadGuard`) takes a request of at most one upload's size, with a Content-Length, and only
+  while the server's folder holds less than `--max-uploads-mb` in all; a malformed form is a 400, not a 500;
+* a file is read only from gradio's upload folder: no path typed or sent by a user is opened, and a request
+  naming a file by URL (a remote or a data: URL, which gradio would fetch or decode) is refused
+  (`remote_file_reason`);
 * everything gradio writes goes to a private temporary folder that is removed at exit;
 * one translation runs at a time, with a bounded queue.
 
@@ -40,13 +45,14 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from matebit import heatmap
 from matebit.errors import ImageInputError, InputError, UploadRefused
-from matebit.io import fit_side, list_images, open_image
+from matebit.io import IMAGE_FORMATS, check_sides, fit_side, list_images, open_image
 
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 16_000_000  # checked from the header, before decoding
     work_side: int = 256  # inputs are downscaled so the longer side is at most this (CPU time stays bounded)
+    max_total_bytes: int = 100 * 1024 * 1024  # everything the server's folder may hold (uploads, results)
 
 
 def _mb(n: int) -> str:
@@ -81,7 +87,7 @@ def check_upload(path: str | os.PathLike | None, label: str, limits: Limits,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
         try:
-            with Image.open(p) as im:  # reads the header only
+            with Image.open(p, formats=IMAGE_FORMATS) as im:  # reads the header only
                 w, h = im.size
         except UnidentifiedImageError:
             raise UploadRefused(f"{label} refused: this file is not an image "
@@ -94,6 +100,7 @@ def check_upload(path: str | os.PathLike | None, label: str, limits: Limits,
     if w * h > limits.max_pixels:
         raise UploadRefused(f"{label} refused: {w}x{h} is {w * h:,} pixels; the limit is {limits.max_pixels:,}.")
     try:
+        check_sides((w, h), label)  # before any resizing would stretch a 1 px side up to 16
         return open_image(p, name=label, max_pixels=limits.max_pixels)
     except ImageInputError as exc:
         raise UploadRefused(f"{label} refused: {str(exc).removeprefix(label + ': ')}.") from None
@@ -121,7 +128,7 @@ def sketch_to_structure(value: Any) -> Image.Image:
     if isinstance(im, np.ndarray):
         im = Image.fromarray(im)
     elif not isinstance(im, Image.Image):
-        im = Image.open(im)
+        im = Image.open(im, formats=IMAGE_FORMATS)
     lines = None
     if im.mode in ("RGBA", "LA", "PA", "P"):
         alpha = np.asarray(im.convert("RGBA"))[..., 3]
@@ -304,6 +311,96 @@ class HostCheck:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Files by URL, and the upload route
+
+
+def remote_file_reason(payload: Any) -> str | None:
+    """Why a request's data is refused, or None: every file in it must be one uploaded to this server. A file whose
+    `path` is a URL would be downloaded by gradio, and one whose `url` is a data: URL decoded by gradio itself (any
+    format, any size) instead of the uploaded file; the page only ever sends its own uploads, whose `url` points at
+    this server's /file= route."""
+    if isinstance(payload, dict):
+        path, url = payload.get("path"), payload.get("url")
+        if isinstance(path, str) and ("://" in path or path.startswith("data:")):
+            return "files given by URL are refused; upload the file"
+        if url is not None and not (isinstance(url, str) and urlsplit(url).scheme in ("http", "https", "")
+                                    and "/file=" in urlsplit(url).path):
+            return "files given by URL are refused; upload the file"
+        values: Iterable[Any] = payload.values()
+    elif isinstance(payload, (list, tuple)):
+        values = payload
+    else:
+        return None
+    return next((reason for v in values if (reason := remote_file_reason(v)) is not None), None)
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """The bytes of the files under `folder` (links not followed)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+async def _plain(send, status: int, text: str) -> None:
+    body = (text + "\n").encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class UploadGuard:
+    """ASGI middleware for gradio's upload route (POST .../upload): the body must declare its length and be at most
+    `max_request` bytes, and is refused (413) while the server's `folder` holds `max_total` bytes with it and the
+    uploads in flight; a form gradio cannot take (a non-file field where files go) is a 400, not a 500."""
+
+    def __init__(self, app, folder: str | os.PathLike, max_request: int, max_total: int):
+        self.app, self.folder = app, folder
+        self.max_request, self.max_total = max_request, max_total
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        length = headers.get("content-length", "")
+        if not length.isdigit():
+            await _plain(send, 411, "Upload refused: the request must say its length (Content-Length).")
+            return
+        size = int(length)
+        if size > self.max_request:
+            await _plain(send, 413, f"Upload refused: the request is {_mb(size)}; the limit is "
+                                    f"{_mb(self.max_request)}.")
+            return
+        if folder_bytes(self.folder) + self.in_flight + size > self.max_total:
+            await _plain(send, 413, f"Upload refused: the server's upload space ({_mb(self.max_total)}) is full; "
+                                    f"try again later.")
+            return
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        self.in_flight += size
+        try:
+            await self.app(scope, receive, tracked)
+        except (TypeError, ValueError, UnicodeError):  # gradio's parser on a form it does not expect
+            if started:
+                raise
+            await _plain(send, 400, "Upload refused: the request is not a file upload.")
+        finally:
+            self.in_flight -= size
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Examples and the UI
 
 
@@ -333,10 +430,10 @@ def write_examples(dest: Path, source: Path | None, side: int = 256) -> tuple[li
     def read(paths: list[Path], into: list) -> None:
         for p in paths:
             try:
-                with Image.open(p) as im:
-                    into.append((p.stem, im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()))
-            except (OSError, UnidentifiedImageError):
+                im = open_image(p, transpose_exif=False)
+            except InputError:  # examples are a convenience; an unreadable one is left out
                 continue
+            into.append((p.stem, im.convert("RGB") if im.mode not in ("L", "RGB") else im))
 
     if source is not None and (source / "images").is_dir() and (source / "structure").is_dir():
         read(_images_in(source / "structure", 3), structures)
@@ -355,7 +452,10 @@ def write_examples(dest: Path, source: Path | None, side: int = 256) -> tuple[li
         out = []
         for name, im in items:
             path = dest / f"{prefix}-{name}.png"
-            fit_side(im, side).save(path)
+            try:
+                fit_side(im, side, name).save(path)
+            except ImageInputError:  # a side under 16 px: not an example anyone can use
+                continue
             out.append(str(path))
         return out
 
@@ -506,4 +606,14 @@ def build_ui(app: ServeApp, structure_examples: list[str] = (), exemplar_example
 
         clicked.select(refusing(on_click, evt=gr.SelectData), [pair], [clicked, heat_masked, heat_full, hint], concurrency_limit=1)
     demo.queue(default_concurrency_limit=1, max_size=16)
+    gradio_preprocess_data = demo.preprocess_data
+
+    async def preprocess_data(block_fn, inputs, *args, **kwargs):
+        # Before gradio moves any file to its cache: that step would download a URL or take a data: URL's bytes.
+        reason = remote_file_reason(inputs)
+        if reason is not None:
+            raise gr.Error(reason, title="Refused")
+        return await gradio_preprocess_data(block_fn, inputs, *args, **kwargs)
+
+    demo.preprocess_data = preprocess_data  # this Blocks only: nothing of gradio's is patched
     return demo

@@ -27,9 +27,10 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from matebit.bounds import parse_json
 from matebit.config import ConfigError, ExperimentConfig, ModelConfig, from_dict, from_json, to_dict
 from matebit.errors import CheckpointError, PathError, TrainingError, first_line
-from matebit.io import atomic_directory, atomic_write
+from matebit.io import atomic_directory, atomic_write, missing_reason, open_regular, present, read_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,14 +49,9 @@ def _sniff(path: Path) -> None:
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise CheckpointError(f"{path}: a PyTorch pickle file ({path.suffix}); matebit never unpickles "
                               f"weights, it reads safetensors only (save with matebit.checkpoint.save_pretrained)")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-        size = path.stat().st_size
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a folder, expected a safetensors file") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
+    with open_regular(path, error=CheckpointError) as fh:  # a FIFO or a device is refused, never waited on
+        head = fh.read(9)
+        size = os.fstat(fh.fileno()).st_size
     # A safetensors header is JSON from byte 8 on; only without that can the first bytes be a zip ("PK") or a pickle
     # (0x80): an 8-byte header length whose low byte is 0x80 (or whose low bytes read "PK") is legitimate.
     if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
@@ -210,16 +206,9 @@ def save_pretrained(directory: PathLike, generator: torch.nn.Module, config: Exp
 def load_config(directory: PathLike) -> ExperimentConfig | ModelConfig:
     """Read `directory/config.json` (with or without the "_class" key)."""
     path = Path(directory) / CONFIG_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not present(path):
+        raise CheckpointError(f"{path}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    data = parse_json(read_text(path, error=CheckpointError), str(path), CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     cls_name = data.pop("_class", None)
@@ -271,12 +260,14 @@ def load_pretrained(directory: PathLike, device: str | torch.device = "cpu") -> 
         raise CheckpointError(f"{directory}: expected a model folder (with {CONFIG_NAME} and {WEIGHTS_NAME}), "
                               f"got a file")
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
+    if not present(weights):
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
         if pickles:
             raise CheckpointError(f"{weights}: missing; found {_names(pickles)}, pickle file(s) matebit will not "
                                   f"load (it never unpickles weights)")
         raise CheckpointError(f"{weights}: missing (a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    if not weights.is_file():  # a FIFO, a device, a broken or looping link
+        raise CheckpointError(f"{weights}: {missing_reason(weights)}")
     config = load_config(directory)
     model_cfg = config.model if isinstance(config, ExperimentConfig) else config
     state, _ = _read_safetensors(weights)
@@ -351,20 +342,28 @@ def save_checkpoint(trainer, out: Path) -> Path:
     tensors, meta = training_state(trainer)
     folder = checkpoint_dir(out)
     path = folder / f"step-{trainer.step:08d}.safetensors"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
-        save_pretrained(out / "model", trainer.generator, trainer.cfg,
-                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
-    except (OSError, SafetensorError) as exc:
+
+    def failed(what: str, exc: BaseException) -> TrainingError:
         # A full disk or failed write (safetensors reports I/O errors as SafetensorError): the atomic writes
-        # removed their temp files, so the previous checkpoint is what a --resume will find.
+        # removed their temp files, so the newest complete checkpoint is what a --resume will find; without one
+        # there is nothing to resume, and the same command starts the run again.
         cause = exc.__cause__ if isinstance(exc, PathError) and exc.__cause__ is not None else exc
         msg = getattr(cause, "strerror", None) or first_line(cause)  # io's PathError names the file again
         newest = latest_checkpoint(out) if folder.is_dir() else None
-        kept = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint exists yet"
-        raise TrainingError(f"step {trainer.step}: cannot write checkpoint {path} ({msg}); stopping, {kept}; "
-                            f"free space and rerun with --resume") from None
+        kept = (f"the newest complete checkpoint is {newest}; free space and rerun with --resume" if newest else
+                "no checkpoint was written, so there is nothing to resume; free space and rerun the same command")
+        return TrainingError(f"step {trainer.step}: cannot write {what} ({msg}); stopping, {kept}")
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, meta)  # atomic: a kill mid-write leaves the previous checkpoints intact
+    except (OSError, SafetensorError) as exc:
+        raise failed(f"checkpoint {path}", exc) from None
+    try:
+        save_pretrained(out / "model", trainer.generator, trainer.cfg,
+                        card=f"Trained with `matebit train`, preset {trainer.cfg.preset}, step {trainer.step}.")
+    except (OSError, SafetensorError) as exc:
+        raise failed(f"the model folder {out / 'model'}", exc) from None
     keep = trainer.cfg.train.keep_checkpoints
     for old in sorted(folder.glob("step-*.safetensors"))[:-keep]:
         old.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from matebit import __version__
 from matebit.errors import Terminated, UserError, first_line
@@ -73,6 +74,53 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser(known.command).parse_args(argv)
 
 
+def _chosen_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, list[argparse.Action]]:
+    """The command's scope ("prepare hed") and the arguments of the (sub)parsers that parsed `args`."""
+    words, actions = [], []
+    while True:
+        sub = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action
+            else:
+                actions.append(action)
+        chosen = getattr(args, sub.dest, None) if sub is not None else None
+        if chosen is None or chosen not in sub.choices:
+            return " ".join(words), actions
+        words.append(chosen)
+        parser = sub.choices[chosen]
+
+
+def check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before the command runs: every numeric option within its range (`matebit.bounds`), and no empty value given
+    (`--model ""` would otherwise mean the current folder); options whose default or flag alone means "" are left
+    alone."""
+    from matebit.bounds import check_args
+    from matebit.errors import InputError
+
+    scope, actions = _chosen_actions(parser, args)
+    check_args(scope, args)
+    for action in actions:
+        if getattr(args, action.dest, None) == "" and "" not in (action.const, action.default):
+            name = max(action.option_strings, key=len) if action.option_strings else action.metavar or action.dest
+            raise InputError(f"{name}: empty; give a value")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
+
+
+def _warning_line(command: str):
+    """Python's warning display as one line of the command's own, without the source file and line it came from."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"matebit {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    return show
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if not args.command:
@@ -80,7 +128,10 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return int(module.main(args) or 0)
+        check_values(build_parser(args.command), args)
+        with warnings.catch_warnings():  # restores Python's own display after the command
+            warnings.showwarning = _warning_line(args.command)
+            return int(module.main(args) or 0)
     except (KeyboardInterrupt, Terminated):
         print(f"matebit {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -90,6 +141,10 @@ def run(argv: list[str] | None = None) -> int:
         msg = first_line(exc)
         if isinstance(exc, UserError):
             print(f"matebit {args.command}: error: {msg}", file=sys.stderr)
+            return 2
+        if _out_of_memory(exc):  # a size the machine cannot hold: the user's to change, not a bug
+            print(f"matebit {args.command}: error: not enough memory ({msg}); use a smaller --size or --batch-size",
+                  file=sys.stderr)
             return 2
         print(f"matebit {args.command}: internal error ({type(exc).__name__}): {msg} "
               f"(set MATEBIT_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -35,15 +35,8 @@ COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
 
 
 # The errors the models raise come through this module, so that `matebit.models` imports only `matebit.config`.
+from matebit.bounds import check_fields, parse_json  # noqa: E402
 from matebit.errors import ConfigError, InputSizeError  # noqa: E402  (re-exported)
-
-
-# Upper bounds, far above every preset (the paper's model: 64 / 512 / 512, 102 M parameters); at the bounds the
-# generator has a few billion parameters, and beyond them building it only exhausts memory.
-_MAX_WIDTHS = dict(structure_channels=256, image_channels=4, base_channels=512, feature_channels=2048,
-                   spade_hidden=2048, style_dim=1024, d_channels=512, d_layers=8, d_scales=5, n_mat_blocks=16,
-                   adaconv_kernel=31, adaconv_expansion=16, official_pos_channels=2048,
-                   official_prune_channels=2048)
 
 
 @dataclass
@@ -82,21 +75,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.n_mat_blocks < 0:
-            raise ConfigError(f"n_mat_blocks must be >= 0, got {self.n_mat_blocks}")
-        for name in ("structure_channels", "image_channels", "base_channels", "feature_channels",
-                     "spade_hidden", "style_dim", "d_channels", "d_layers", "d_scales"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_padding not in (1, 2):
-            raise ConfigError(f"d_padding must be 1 or 2, got {self.d_padding}")
-        if self.feature_channels % 2:
-            raise ConfigError("feature_channels must be even (sine positional code)")
-        if self.alpha <= 0:
-            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        for name, most in _MAX_WIDTHS.items():
-            if getattr(self, name) > most:
-                raise ConfigError(f"{name} must be at most {most:,}, got {getattr(self, name):,}")
+        check_fields(self, "model")  # ranges: matebit/bounds.py
 
     @property
     def stride(self) -> int:
@@ -153,15 +132,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("style", "align", "corr", "structure", "perceptual", "contextual", "adversarial",
-                     "gan_feature_matching", "vgg_feature_matching", "gram_style", "pixel", "match"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name} is a weight and must be >= 0, got {getattr(self, name)}")
-        if self.tau <= 0:
-            raise ConfigError(f"loss.tau must be > 0, got {self.tau}")
-        if self.queue_size < 1 or self.early_steps < 0:
-            raise ConfigError(f"loss.queue_size must be >= 1 and loss.early_steps >= 0, got {self.queue_size} "
-                              f"and {self.early_steps}")
+        check_fields(self, "loss")  # ranges: matebit/bounds.py
 
 
 @dataclass
@@ -248,28 +219,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        for name in ("steps", "batch_size", "log_every", "image_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("decay_start", "num_workers", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.image_size < MIN_NET_SIDE or self.image_size % SIZE_STRIDE:
-            raise ConfigError(f"train.image_size must be a multiple of {SIZE_STRIDE} and at least {MIN_NET_SIDE}, "
-                              f"got {self.image_size}")
-        if self.lr_g < 0 or self.lr_d < 0:
-            raise ConfigError(f"train.lr_g and train.lr_d must be >= 0, got {self.lr_g} and {self.lr_d}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"train.beta1 and train.beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
-        if not 0 <= self.exemplar_rate <= 1:
-            raise ConfigError(f"train.exemplar_rate is a probability, got {self.exemplar_rate}")
-        if not 0 <= self.recolour_background <= 1:
-            raise ConfigError(f"train.recolour_background is a probability, got {self.recolour_background}")
-        try:
-            self.warp
-        except ConfigError as exc:
-            raise ConfigError(f"train.warp_rotation, warp_zoom, warp_shift ({self.warp_rotation}, {self.warp_zoom}, "
-                              f"{self.warp_shift}): {exc}") from None
+        check_fields(self, "train")  # ranges: matebit/bounds.py
 
     @property
     def warp(self) -> WarpConfig:
@@ -380,11 +330,7 @@ def to_json(cfg: Any) -> str:
 
 
 def from_json(cls: type, text: str, where: str = "") -> Any:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where or 'config'}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_dict(cls, data, where=where)
+    return from_dict(cls, parse_json(text, where or "config", ConfigError), where=where)
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
@@ -394,10 +340,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value = parse_json(raw, f"override {item[:60]!r}", ConfigError, lenient=True)  # not JSON: a string
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

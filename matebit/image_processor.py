@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
@@ -144,12 +143,12 @@ def read_capped(path: str | os.PathLike, role: str, translator: Any, max_side: i
     if path.suffix.lower() == ".npy":
         t = translator.load(path, role, name)
         size = (t.shape[-1], t.shape[-2])
-        w, h = fitted_size(*size, max_side) if max_side else size
+        w, h = fitted_size(*size, max_side, name) if max_side else size
         return (resize(t, (h, w)) if (w, h) != size else t), size
     image = open_image(path, name=name)
     size = image.size
     if max_side:
-        image = fit_side(image, max_side)
+        image = fit_side(image, max_side, name)
     return translator.load(image, role, name), size
 
 
@@ -360,7 +359,7 @@ class ImageProcessor:
         e_photo, e_name = _as_photo(exemplar, "exemplar")
         given = s_photo.size
         if max_side:
-            s_photo, e_photo = fit_side(s_photo, max_side), fit_side(e_photo, max_side)
+            s_photo, e_photo = fit_side(s_photo, max_side, s_name), fit_side(e_photo, max_side, e_name)
         ex, e_al = self.exemplar(e_photo, align, e_name, warn)
         if from_photo is None:
             return PhotoPair(s_photo, ex, None, e_photo.size, None, e_al, given)

@@ -1,4 +1,13 @@
-"""Files in and out: reading images for the generator, `.npy` maps, sizes, tensor <-> uint8, atomic writes, tables.
+"""Files in and out: reading images for the generator, `.npy` maps, sizes, tensor <-> uint8, atomic writes, tables;
+and the checks every command shares (docs/robustness.md):
+
+* `open_regular`: the one way a file a user named is opened; FIFOs, devices and folders are "not a regular file",
+  never waited on or read without end. `read_text` / `read_json` add a size cap (`MAX_TEXT_BYTES`) and bounded JSON
+  (`matebit.bounds.parse_json`).
+* `IMAGE_FORMATS`: the only Pillow decoders any image goes to, whatever its name (`Image.open(fp, formats=...)`).
+* `check_outputs`: no output onto, or into, what the command reads.
+* Temp files of atomic writes carry matebit's mark and the writer's pid, so `clean_temp_files` removes only a dead
+  writer's; `FolderLock` keeps a second batch out of an output folder in use.
 
     from matebit.io import load_image
     structure = load_image("sketch.png", role="structure")     # float32 (3, H, W) in [0, 1]
@@ -23,8 +32,9 @@ How images are read:
   is accepted only if it is grey (all channels equal), otherwise it is an error. A greyscale exemplar is
   replicated to RGB.
 * Refused with an `ImageInputError` that names the input ("structure[2]" or the path): missing, empty, truncated
-  or undecodable files, folders, images with a side under `MIN_SIDE` px, more than `MAX_PIXELS` pixels (checked
-  from the header, before decoding: decompression bombs), NaN/inf, values outside the documented range.
+  or undecodable files, anything but a regular file, formats outside `IMAGE_FORMATS`, images with a side under
+  `MIN_SIDE` px (before any resizing), more than `MAX_PIXELS` pixels (checked from the header, before decoding:
+  decompression bombs), empty .npy arrays, NaN/inf, values outside the documented range.
 
 The data set (`matebit.data`), the evaluation set (`matebit.metrics.evalset`) and the converters read files with
 `open_image` too, without EXIF rotation: their images are pixel-aligned with structure or label maps that were made
@@ -35,23 +45,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import stat
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import IO, Any, Literal, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from matebit.bounds import parse_json
 from matebit.config import SIZE_STRIDE
-from matebit.errors import (ImageInputError, MissingPathError, NotAFolderError, NotWritableError, PathError,
-                            UserError, first_line)
+from matebit.errors import (ImageInputError, InputError, MissingPathError, NotAFolderError, NotWritableError,
+                            PathError, UserError, first_line)
+from matebit.runlock import pid_running
 
 PathLike = Union[str, os.PathLike]
 Role = Literal["structure", "exemplar"]
@@ -59,18 +73,142 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000; bigger images are refused before decoding
 MIN_SIDE = SIZE_STRIDE  # one token of the 1/16 bottleneck
+# Config, JSON, model-card and list files are read whole; far above any real one, far below a memory problem.
+MAX_TEXT_BYTES = 64 * 2**20
 
 # File types matebit reads as images. The data set and evaluation folders take only PNG and JPEG: lossless outputs
 # for metrics, and the two formats image data sets ship in.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 DATASET_EXTENSIONS = (".png", *JPEG_EXTENSIONS)
+# The Pillow plugins allowed to decode anything matebit reads, whatever the file is named: Pillow would otherwise
+# hand a PostScript file named .png to its EPS plugin, which runs Ghostscript. (Camera JPEGs with several pictures,
+# MPO, come through the JPEG plugin.)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+IMAGE_FORMATS_TEXT = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 
 
 def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """The image files directly in `folder` (by extension, hidden files skipped), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith("."))
+    """The entries directly in `folder` named like images (by extension, hidden files skipped), sorted by name.
+
+    Anything so named is listed, FIFOs and devices too, so that reading it names it ("not a regular file") instead
+    of leaving it out unsaid."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in extensions and not p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading files: regular files only (a FIFO would wait forever, /dev/zero never ends), text and JSON with a cap
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    """None for a regular file, else what it is ("a FIFO", ...)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
+
+
+def _not_regular_text(kind: str) -> str:
+    return "is a folder, not a regular file" if kind == "a folder" else f"not a regular file ({kind})"
+
+
+def _not_regular_error(name: str, kind: str, error: type[UserError]) -> UserError:
+    return error(f"{name}: {_not_regular_text(kind)}")
+
+
+def missing_reason(path: PathLike) -> str:
+    """Why `path` cannot be read as a file although it was named: "symlink loop", "broken symlink to X",
+    "no such file", "not a regular file (a FIFO)", ..."""
+    path = Path(path)
+    try:
+        kind = _not_regular(os.stat(path).st_mode)
+        if kind is not None:
+            return _not_regular_text(kind)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return f"broken symlink to {os.readlink(path)}"
+        if exc.errno == errno.EACCES:
+            return "permission denied"
+        if exc.errno == errno.ENOTDIR:
+            return "no such file (a parent is not a folder)"
+    return "no such file"
+
+
+def present(path: PathLike) -> bool:
+    """Whether anything is at `path`, a broken link included: an optional file that is there but cannot be read
+    (a FIFO, a dangling link) must be said, not taken for absent."""
+    return os.path.lexists(path)
+
+
+def open_regular(path: PathLike, name: str | None = None, error: type[UserError] = InputError) -> IO[bytes]:
+    """`path` opened for binary reading if it is a regular file (after symlinks); else an `error` naming `name`:
+    "no such file", "is a folder, not a regular file", "not a regular file (a FIFO)", "permission denied".
+
+    The one way matebit opens a file a user named. The type is looked up before opening (opening a device can have
+    effects) and checked again on the open descriptor; the open never blocks (O_NONBLOCK), so a FIFO swapped in
+    between the two is refused too, not waited on.
+    """
+    name = name or str(path)
+    try:
+        kind = _not_regular(os.stat(path).st_mode)
+        if kind is not None:
+            raise _not_regular_error(name, kind, error)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{name}: {missing_reason(path)}") from None
+    except PermissionError:
+        raise error(f"{name}: permission denied") from None
+    except OSError as exc:
+        reason = missing_reason(path) if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror or exc
+        raise error(f"{name}: cannot open ({reason})") from None
+    try:
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise _not_regular_error(name, kind, error)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: PathLike, name: str | None = None, limit: int = MAX_TEXT_BYTES,
+               error: type[UserError] = InputError) -> bytes:
+    """The whole of a regular file (`open_regular`) of at most `limit` bytes."""
+    name = name or str(path)
+    with open_regular(path, name, error) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise error(f"{name}: {size:,} bytes, more than the {limit:,} a file of this kind may have")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise error(f"{name}: cannot read ({exc.strerror or first_line(exc)})") from None
+    if len(data) > limit:  # grew while read
+        raise error(f"{name}: more than the {limit:,} bytes a file of this kind may have")
+    return data
+
+
+def read_text(path: PathLike, name: str | None = None, limit: int = MAX_TEXT_BYTES,
+              error: type[UserError] = InputError) -> str:
+    """A UTF-8 text file read with `read_bytes`; a byte-order mark is dropped (it is not part of the first line)."""
+    name = name or str(path)
+    data = read_bytes(path, name, limit, error)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_json(path: PathLike, name: str | None = None, limit: int = MAX_TEXT_BYTES,
+              error: type[UserError] = InputError) -> Any:
+    """A JSON file: `read_text`, then `parse_json`."""
+    name = name or str(path)
+    return parse_json(read_text(path, name, limit, error), name, error)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -86,48 +224,54 @@ def check_pixels(size: tuple[int, int], name: str, max_pixels: int = MAX_PIXELS,
                     f"decompression bomb (downscale it first)")
 
 
-def missing_reason(path: PathLike) -> str:
-    """Why `path` cannot be opened although it was named: "symlink loop", "broken symlink to X", "no such file"."""
-    path = Path(path)
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symlink loop"
-        if path.is_symlink():
-            return f"broken symlink to {os.readlink(path)}"
-        if exc.errno == errno.EACCES:
-            return "permission denied"
-        if exc.errno == errno.ENOTDIR:
-            return "no such file (a parent is not a folder)"
-    return "no such file"
+def check_sides(size: tuple[int, int], name: str, error: type[UserError] = ImageInputError) -> None:
+    """Refuse a (width, height) with a side under `MIN_SIDE` px, before anything is resized: a 1x2000 image is
+    as unusable as a 1x10 one."""
+    w, h = size
+    if min(w, h) < MIN_SIDE:
+        raise error(f"{name}: {w}x{h} is too small; both sides must be at least {MIN_SIDE} px")
 
 
-def _existing_file(path: PathLike, name: str | None, what: str, error: type[UserError]) -> tuple[Path, str]:
-    path = Path(path)
+def image_size(path: PathLike, name: str | None = None, error: type[UserError] = ImageInputError) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone (a regular file, an `IMAGE_FORMATS` decoder)."""
     name = name or str(path)
-    if path.is_dir():
-        raise error(f"{name}: is a folder, expected {what}")
-    if not path.exists():
-        raise error(f"{name}: {missing_reason(path)}")
-    return path, name
+    with open_regular(path, name, error) as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller decides what is too big
+        try:
+            with Image.open(fh, formats=IMAGE_FORMATS) as im:
+                return im.size
+        except UnidentifiedImageError:
+            raise error(f"{name}: not an image file matebit reads ({IMAGE_FORMATS_TEXT})") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise error(f"{name}: cannot read the image header ({first_line(exc)})") from None
+
+
+def restrict_pillow_formats() -> None:
+    """Leave only the `IMAGE_FORMATS` decoders in this process's Pillow registry, for servers whose uploads other
+    code (gradio's components) also decodes, without passing `formats=`."""
+    Image.init()
+    for fmt in list(Image.OPEN):
+        if fmt not in IMAGE_FORMATS:
+            del Image.OPEN[fmt]
+    Image.ID[:] = [fmt for fmt in Image.ID if fmt in IMAGE_FORMATS]
 
 
 def open_image(path: PathLike, name: str | None = None, max_pixels: int = MAX_PIXELS, *,
                transpose_exif: bool = True, error: type[UserError] = ImageInputError) -> Image.Image:
     """Open and fully decode an image file (first frame), with errors of class `error` naming `name`.
 
-    The size is checked from the header before any pixel is decoded. `transpose_exif` applies the EXIF
-    orientation (inference); readers of pixel-aligned pairs turn it off.
+    Only regular files and the `IMAGE_FORMATS` decoders, whatever the extension. The size is checked from the header
+    before any pixel is decoded. `transpose_exif` applies the EXIF orientation (inference); readers of pixel-aligned
+    pairs turn it off.
     """
-    path, name = _existing_file(path, name, "an image file", error)
-    if path.stat().st_size == 0:
-        raise error(f"{name}: empty file")
-    with warnings.catch_warnings():
+    name = name or str(path)
+    with open_regular(path, name, error) as fh, warnings.catch_warnings():
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise error(f"{name}: empty file")
         # PIL only warns between its own limit and twice that; treat the warning as the error it is for us.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as im:
+            with Image.open(fh, formats=IMAGE_FORMATS) as im:
                 check_pixels(im.size, name, max_pixels, error)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)
@@ -136,7 +280,7 @@ def open_image(path: PathLike, name: str | None = None, max_pixels: int = MAX_PI
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise error(f"{name}: refused as a possible decompression bomb ({exc})") from None
         except UnidentifiedImageError:
-            raise error(f"{name}: not an image file PIL can read") from None
+            raise error(f"{name}: not an image file matebit reads ({IMAGE_FORMATS_TEXT})") from None
         except PermissionError:
             raise error(f"{name}: permission denied") from None
         except (MemoryError, RecursionError):
@@ -147,21 +291,30 @@ def open_image(path: PathLike, name: str | None = None, max_pixels: int = MAX_PI
             raise error(f"{name}: cannot decode image, truncated or corrupt ({first_line(exc)})") from None
 
 
-def read_npy(path: PathLike, name: str | None = None, error: type[UserError] = ImageInputError) -> np.ndarray:
-    """A .npy file as an in-memory array of any shape; never unpickles (an object array is refused from its header)."""
-    path, name = _existing_file(path, name, "a .npy file", error)
-    try:
-        with open(path, "rb") as fh:  # the header alone: dtype and shape, checked before any data is read
+def read_npy(path: PathLike, name: str | None = None, error: type[UserError] = ImageInputError,
+             max_elements: int = 4 * MAX_PIXELS) -> np.ndarray:
+    """A .npy file as an in-memory array; never unpickles (an object array is refused from its header), and an
+    empty array or one of more than `max_elements` values is refused from its header too."""
+    name = name or str(path)
+    with open_regular(path, name, error) as fh:
+        try:  # the header alone: dtype and shape, checked before any data is read
             major, _ = np.lib.format.read_magic(fh)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            _, _, dtype = read_header(fh)
-        if dtype.hasobject:
-            raise error(f"{name}: a .npy of Python objects (a pickle); refused, matebit never unpickles")
-        return np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
-    except error:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise error(f"{name}: cannot read .npy file ({first_line(exc)})") from None
+            shape, _, dtype = read_header(fh)
+            if dtype.hasobject:
+                raise error(f"{name}: a .npy of Python objects (a pickle); refused, matebit never unpickles")
+            count = int(np.prod(shape, dtype=object))
+            if count == 0:
+                raise error(f"{name}: an empty array (shape {tuple(shape)})")
+            if count > max_elements:
+                raise error(f"{name}: {count:,} values (shape {tuple(shape)}), more than the {max_elements:,} "
+                            f"matebit reads from a .npy file")
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+        except error:
+            raise
+        except (OSError, ValueError, EOFError) as exc:
+            raise error(f"{name}: cannot read .npy file ({first_line(exc)})") from None
 
 
 def _npy_channels_last(arr: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
@@ -220,9 +373,8 @@ def _array_to_unit(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-        _check_unit_range(arr, name, "a float array")
-        return np.clip(arr, 0.0, 1.0)
+        _check_unit_range(arr, name, "a float array")  # before the cast: float64 beyond float32's range overflows
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
     raise ImageInputError(f"{name}: arrays must be uint8, uint16, bool or float in [0, 1], got {arr.dtype}")
 
 
@@ -296,24 +448,24 @@ def load_image(source: ImageInput, *, role: Role = "exemplar", channels: int = 3
         raise ImageInputError(f"{name}: unsupported input type {type(source).__name__}; give a path, PIL image, "
                               f"numpy array or torch tensor")
 
-    h, w = unit.shape[-2:]
-    if min(h, w) < MIN_SIDE:
-        raise ImageInputError(f"{name}: {w}x{h} is too small; both sides must be at least {MIN_SIDE} px")
+    check_sides((unit.shape[-1], unit.shape[-2]), name)
     unit = _fit_channels(unit, channels, role, name).contiguous()
     return unit if role == "structure" else unit * 2 - 1
 
 
-def fitted_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """(width, height) scaled down (never up) so the longer side is at most `side`; no side below `MIN_SIDE`."""
+def fitted_size(width: int, height: int, side: int, name: str = "image") -> tuple[int, int]:
+    """(width, height) scaled down (never up) so the longer side is at most `side`; no side below `MIN_SIDE`.
+    A side already under `MIN_SIDE` is refused (`check_sides`), not stretched up to it."""
+    check_sides((width, height), name)
     scale = side / max(width, height)
     if scale >= 1:
         return width, height
     return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
 
 
-def fit_side(im: Image.Image, side: int) -> Image.Image:
+def fit_side(im: Image.Image, side: int, name: str = "image") -> Image.Image:
     """Downscale (never upscale) so the longer side is at most `side` (Lanczos; see `fitted_size`)."""
-    size = fitted_size(*im.size, side)
+    size = fitted_size(*im.size, side, name)
     return im if size == im.size else im.resize(size, Image.Resampling.LANCZOS)
 
 
@@ -379,15 +531,19 @@ def _not_writable(path: Path, exc: OSError) -> PathError:
     return PathError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
-# The names of atomic writes' temp files: ".NAME.<8 hex digits>.tmp" beside NAME (see `_new_temp`).
-TEMP_FILE_PATTERN = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+# The names of atomic writes' temp files and folders: ".NAME.matebit-<pid>-<8 hex digits>.tmp" beside NAME (".old"
+# for a folder being replaced). Only matebit makes such names, and the pid says whose they are, so `clean_temp_files`
+# removes a killed writer's leftovers and nothing else: not a user's ".budget.xlsx.deadbeef.tmp", not the file another
+# live run is writing.
+TEMP_FILE_PATTERN = re.compile(r"^\.(?P<name>.+)\.matebit-(?P<pid>[0-9]+)-[0-9a-f]{8}\.(?:tmp|old)$")
+_TEMP_NAME_CHARS = 150  # of NAME in a temp name: the whole name stays within the usual 255 bytes
 
 
 def _new_temp(path: Path, suffix: str, folder: bool = False) -> Path:
     """A new hidden file or folder beside `path`. Created with mode 0o666 / 0o777 so the kernel applies the
     process umask, as for any new file (mkstemp's private 0o600 would carry over to the final file)."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        tmp = path.parent / f".{path.name[:_TEMP_NAME_CHARS]}.matebit-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
         try:
             if folder:
                 os.mkdir(tmp, 0o777)
@@ -399,6 +555,21 @@ def _new_temp(path: Path, suffix: str, folder: bool = False) -> Path:
         except OSError as exc:
             raise _not_writable(path, exc) from None
     raise PathError(f"{path}: cannot write, no free temporary name in {path.parent}")
+
+
+def write_error(path: PathLike, exc: BaseException) -> PathError | None:
+    """A failed write as a PathError naming the file the user asked for, not a temp name: an OSError (a full disk,
+    a read-only file system, a quota), or safetensors' own error for the same I/O failures; a PathError as it is.
+    None for other errors."""
+    if isinstance(exc, PathError):
+        return exc
+    if isinstance(exc, OSError):
+        return PathError(f"{path}: cannot write ({exc.strerror or first_line(exc)})")
+    if type(exc).__name__ == "SafetensorError":  # its I/O errors, e.g. "No space left on device", as text
+        text = first_line(exc)
+        found = re.search(r'message: "([^"]+)"', text)
+        return PathError(f"{path}: cannot write ({found.group(1) if found else text})")
+    return None
 
 
 def _umask() -> int:
@@ -440,29 +611,82 @@ def atomic_write(path: PathLike, write_fn: Callable[[Path], Any]) -> Path:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, PathError):
-            # A full disk, a read-only file system, a quota: name the file the user asked for, not the temp.
-            raise PathError(f"{path}: cannot write ({exc.strerror or first_line(exc)})") from exc
+        error = write_error(path, exc)
+        if error is not None and error is not exc:
+            raise error from exc
         raise
     _fsync_dir(path.parent)
     return path
 
 
 def clean_temp_files(folder: PathLike, name: str | None = None) -> list[Path]:
-    """Remove the temp files that atomic writes of a killed process left directly in `folder` (names matching
-    `TEMP_FILE_PATTERN`; with `name`, only those of that target file; plain files only); returns what was removed."""
+    """Remove the temp files and folders that matebit's atomic writes left directly in `folder` when their writer
+    was killed: names matching `TEMP_FILE_PATTERN` whose pid no longer runs and that this user owns (with `name`, only
+    those of that target file). Returns what was removed."""
     removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in sorted(folder.iterdir()):
-        if name is not None and not p.name.startswith(f".{name}."):
+        found = TEMP_FILE_PATTERN.match(p.name)
+        if found is None or (name is not None and found["name"] != name[:_TEMP_NAME_CHARS]):
             continue
-        if TEMP_FILE_PATTERN.match(p.name) and p.is_file() and not p.is_symlink():
-            with contextlib.suppress(OSError):  # best effort: gone meanwhile, or a read-only folder
+        try:
+            info = p.lstat()
+        except OSError:
+            continue
+        if info.st_uid != os.getuid() or pid_running(int(found["pid"])):
+            continue
+        with contextlib.suppress(OSError):  # best effort: gone meanwhile, or a read-only folder
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(p)
+            elif stat.S_ISREG(info.st_mode):
                 p.unlink()
-                removed.append(p)
+            else:
+                continue
+            removed.append(p)
     return removed
+
+
+class FolderLock:
+    """An exclusive lock on an output folder while a batch writes into it (flock on the folder itself, so it
+    leaves no file behind and dies with its process). A second batch into the same folder is refused at once, in
+    one line naming the folder and `flag`, instead of deleting the first one's files in flight.
+
+        with FolderLock(out, "--out"):
+            ...  # clean the folder's stale temp files, write the outputs
+    """
+
+    def __init__(self, folder: PathLike, flag: str = "--out"):
+        self.folder, self.flag = Path(folder), flag
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise PathError(f"{self.folder}: cannot open the output folder ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(f"{self.folder}: another matebit run is writing into this folder; wait for it to "
+                             f"finish or choose another {self.flag}") from None
+        except OSError:
+            pass  # a file system without flock: go on unlocked, as before locks existed
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -502,9 +726,63 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        error = write_error(path, exc)
+        if error is not None and error is not exc:
+            raise error from exc
         raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Outputs never onto inputs
+
+
+def real_path(path: PathLike) -> Path:
+    """The path with every symlink and '..' resolved (the file a write would replace)."""
+    return Path(os.path.realpath(path))
+
+
+def check_outputs(outputs: Mapping[str, PathLike] | Sequence[tuple[str, PathLike]] = (),
+                  inputs: Mapping[PathLike, str] | None = None, *,
+                  out_folders: Mapping[str, PathLike] | None = None, in_folders: Mapping[PathLike, str] | None = None,
+                  nested: bool = True, error: type[UserError] = InputError) -> None:
+    """Refuse, before anything is written, outputs that would replace or write into what a command reads.
+
+    The one check every writing command makes. `outputs`: flag -> file written (or (flag, file) pairs, for many
+    files under one flag); `out_folders`: flag -> folder written; `inputs` / `in_folders`: file / folder read ->
+    what it is ("--structure", "a structure map"); an input file a folder-writer would lose with the folder (it
+    replaces the folder whole) goes in `in_folders` too. Paths compare as real paths (through symlinks and '..').
+    Refused: an output file that is an input file; an output folder that is, or contains, an input folder; with
+    `nested=False` also an output folder inside an input folder (a recursive reader, or a data set, would take the
+    outputs as inputs); two outputs, or two output folders, on one path.
+    """
+    outputs = list(outputs.items()) if isinstance(outputs, Mapping) else list(outputs)
+    inputs, out_folders, in_folders = dict(inputs or {}), dict(out_folders or {}), dict(in_folders or {})
+    real_in_folders = {real_path(p): (p, what) for p, what in in_folders.items()}
+    for flag, folder in out_folders.items():
+        real = real_path(folder)
+        for real_input, (given, what) in real_in_folders.items():
+            if real_input == real or real_input.is_relative_to(real):
+                relation = "is" if real_input == real else "contains"
+            elif not nested and real.is_relative_to(real_input):
+                relation = "lies inside"
+            else:
+                continue
+            raise error(f"{folder}: {flag} {relation} the input {given} ({what}); write the outputs to a folder "
+                        f"of their own")
+    real_in = {real_path(p): (p, what) for p, what in inputs.items()}
+    for flag, path in outputs:
+        hit = real_in.get(real_path(path))
+        if hit:
+            raise error(f"{path}: {flag} would overwrite the input {hit[0]} ({hit[1]}); choose another {flag}")
+    for kind in (outputs, list(out_folders.items())):
+        seen: dict[Path, str] = {}
+        for flag, path in kind:
+            real = real_path(path)
+            if real in seen:
+                raise error(f"{path}: {flag} and {seen[real]} would be the same file; one would replace the other")
+            seen[real] = flag
 
 
 # --------------------------------------------------------------------------------------------------------------

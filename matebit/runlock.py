@@ -29,7 +29,8 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _running(pid: int, start: str | None) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,6 +38,12 @@ def _running(pid: int, start: str | None) -> bool:
     except PermissionError:  # another user's process
         return True
     except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _running(pid: int, start: str | None) -> bool:
+    if not pid_running(pid):
         return False
     now = _process_start(pid)
     return start is None or now is None or now == start

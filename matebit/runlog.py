@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from matebit.io import write_error
+
 
 class RunLog:
     """JSONL + TensorBoard scalars + image grids, on rank 0 only."""
@@ -28,8 +30,7 @@ class RunLog:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        self._append({"step": step, **values})
         if self.tb:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
@@ -38,8 +39,16 @@ class RunLog:
         """A line of log.jsonl that is not scalars: the start of a run, the files left out of it, ..."""
         if not self.enabled:
             return
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps({"event": event, "step": step, **fields}) + "\n")
+        self._append({"event": event, "step": step, **fields})
+
+    def _append(self, record: dict) -> None:
+        """One line of log.jsonl; a failed write (a full disk) is a PathError naming the file."""
+        path = self.out / "log.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
     def images(self, step: int, batch: dict[str, Tensor], out) -> None:
         if not self.enabled:
@@ -47,7 +56,11 @@ class RunLog:
         grid = image_grid(batch, out)
         import torchvision
 
-        torchvision.utils.save_image(grid, self.out / "images" / f"step-{step:08d}.png")
+        path = self.out / "images" / f"step-{step:08d}.png"
+        try:
+            torchvision.utils.save_image(grid, path)
+        except OSError as exc:  # a full disk: name the file, as the checkpoint writes do
+            raise write_error(path, exc) from None
         if self.tb:
             self.tb.add_image("samples", grid, step)
 

@@ -34,6 +34,7 @@ from matebit.config import ExperimentConfig, to_json
 from matebit.data.loader import from_worker, make_loader, open_datasets, verify_data
 from matebit.distributed import all_ranks, is_main, setup_distributed, world
 from matebit.errors import TrainingError, UserError, first_line
+from matebit.io import atomic_write_bytes
 from matebit.losses import LossNetworks, Objective, StyleQueue
 from matebit.models import MATEBITGenerator, MultiscaleDiscriminator
 from matebit.runlock import RunLock
@@ -261,7 +262,7 @@ def _train(cfg: ExperimentConfig, data_root: str, out: Path, resume_run: bool, d
             print(f"resumed from step {trainer.step}")
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(to_json(cfg))
+        atomic_write_bytes(out / "config.json", to_json(cfg).encode())
         described = trainer.nets.describe()
         log.event("start", trainer.step, world_size=world_size, device=str(device), loss_networks=described)
         if skipped:

@@ -33,7 +33,7 @@ def test_a_command_imports_no_other_command_module():
 
 
 def test_bad_config_value_is_one_line_exit_2(tmp_path, capsys):
-    code = run(["train", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+    code = run(["train", "--preset", "tiny", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
                 "--set", "model.n_mat_blocks=three"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "n_mat_blocks" in err[0]

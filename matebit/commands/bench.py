@@ -70,10 +70,13 @@ def main(args: argparse.Namespace) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     if not presets and not args.model:
         raise InputError("nothing to score: pass --model DIR and/or --presets a,b,c")
-    if args.pairs < 1:
-        raise InputError(f"--pairs must be >= 1, got {args.pairs}")
     from matebit.commands import parse_seeds
+    from matebit.io import check_outputs
 
+    # The JSON (default <out>/quality.json) may not replace a file of a model it scores.
+    check_outputs({"--json": args.json or Path(args.out) / "quality.json"},
+                  {Path(m) / name: "--model" for m in args.model for name in ("model.safetensors", "config.json",
+                                                                               "README.md")})
     seeds = parse_seeds(args.seeds)
     out = Path(args.out)
     base = DemoSettings(seed=seeds[0], n_pairs=args.pairs)

@@ -44,11 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
-    for name in ("steps", "batch_size", "train_faces", "pairs"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.size < SIZE_STRIDE or args.size % SIZE_STRIDE:
-        raise InputError(f"--size must be a positive multiple of {SIZE_STRIDE}, got {args.size}")
     return replace(DemoSettings(), preset=args.preset, steps=args.steps, batch_size=args.batch_size,
                    size=args.size, n_train=args.train_faces, n_pairs=args.pairs, seed=args.seed,
                    extra=list(args.overrides))
@@ -60,6 +55,10 @@ def _faces(args: argparse.Namespace) -> int:
 
     speed.configure_cpu_threads(args.threads)  # the command's choice; a Translator leaves threads to its caller
     out = Path(args.out if args.out != "matebit-demo" else "matebit-demo-faces")
+    if args.exemplar:  # the demo writes its PNGs (exemplar.png among them) and index.html into --out
+        from matebit.io import check_outputs
+
+        check_outputs(out_folders={"--out": out}, in_folders={args.exemplar: "--exemplar"})
     paths = faces_demo(out, exemplar=args.exemplar, model=args.model or FACE_MODEL)
     print(f"page: {paths['html'].resolve()}")
     print(f"images: {', '.join(p.name for k, p in paths.items() if k != 'html')} in {out.resolve()}")

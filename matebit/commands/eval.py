@@ -165,7 +165,7 @@ def _pck_lines(values: dict[str, float]) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from matebit.io import atomic_write_bytes
+    from matebit.io import atomic_write_bytes, check_outputs, missing_reason
     from matebit.metrics.registry import report_markdown
 
     if args.action[0] != "report":
@@ -176,7 +176,9 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError("`matebit eval report` needs at least one JSON lines file")
     for f in files:
         if not f.is_file():
-            raise MissingPathError(f"{f}: no such results file")
+            raise MissingPathError(f"{f}: {missing_reason(f)} (a results file)")
+    if args.out:
+        check_outputs({"--out": args.out}, {f: "a results file" for f in files})
     text = report_markdown(files, digits=args.digits)
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode("utf-8"))
@@ -202,13 +204,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("give --items DIR, or --model NAME|DIR with --data DIR (or use `matebit eval report ...`)")
     if not args.out:
         raise InputError("--out DIR is required (metrics.jsonl, report.md and samples go there)")
-    if args.batch_size < 1 or args.timing_runs < 1 or args.timing_warmup < 0:
-        raise InputError("--batch-size and --timing-runs must be >= 1, --timing-warmup >= 0")
-    if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be at least 1")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotAFolderError(f"{out}: --out must be a folder for evaluation runs")
+    _check_out_folder(args)
+
+
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """--out (metrics.jsonl, report.md, samples/) apart from every folder evaluation reads."""
+    from matebit.io import check_outputs
+
+    reads = {args.items: "--items", args.data: "--data", args.model: "--model"}
+    check_outputs(out_folders={"--out": args.out},
+                  in_folders={p: what for p, what in reads.items() if p and Path(p).is_dir()})
 
 
 def _held_out(data: str) -> list[str]:
@@ -279,6 +287,7 @@ def _moved(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotAFolderError(f"{out}: --out must be a folder")
+    _check_out_folder(args)
     names = list(IMAGE_METRICS)
     if args.metrics:
         names = [] if args.metrics.strip() == "none" else [n.strip() for n in args.metrics.split(",") if n.strip()]

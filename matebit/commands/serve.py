@@ -4,8 +4,9 @@
     matebit serve                                    # the model `matebit demo` trained (matebit-demo/run/model)
 
 This module owns what protects the process around the page: the bind address (checked free before anything is
-loaded), the Host/Origin check against it, a private temporary folder removed at exit, and an environment that keeps
-gradio offline; the page itself and its upload checks are in matebit/app.py.
+loaded), the Host/Origin check against it, the upload route's limits, a private temporary folder removed at exit (and
+those of killed servers removed at start), an environment that keeps gradio offline, and a Pillow that decodes only
+the formats matebit reads; the page itself and its upload checks are in matebit/app.py.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import argparse
 import atexit
 import errno
 import os
+import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,11 +39,32 @@ def offline_environment(temp_dir: str | os.PathLike) -> None:
     os.environ["GRADIO_RUN_HISTORY"] = "False"
 
 
+TEMP_PREFIX = "matebit-serve-"  # then the server's pid: matebit-serve-<pid>-<random>
+
+
 def private_temp_dir() -> Path:
     """A 0700 folder for everything gradio writes, removed when the process exits."""
-    path = Path(tempfile.mkdtemp(prefix="matebit-serve-"))
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def remove_stale_temp_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the private folders that killed servers left (SIGKILL runs no exit handler): this user's
+    `matebit-serve-<pid>-*` folders in `root` (default: the system's temporary folder) whose pid no longer runs."""
+    from matebit.runlock import pid_running
+
+    removed = []
+    for p in sorted(Path(root or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")):
+        found = re.match(rf"{TEMP_PREFIX}([0-9]+)-", p.name)
+        try:
+            mine = p.is_dir() and not p.is_symlink() and p.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if found and mine and not pid_running(int(found[1])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def resolve_model_dir(model: str | None) -> Path:
@@ -93,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the model (default mode; or reduce-overhead on a GPU): the first "
                              "request of each size compiles (tens of seconds on a CPU), later ones run faster")
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MB (default 10)")
+    parser.add_argument("--max-uploads-mb", type=float, default=100.0,
+                        help="what the server's temporary folder may hold in all, uploads and results, in MB; "
+                             "uploads beyond it are refused until old files expire (default 100)")
     parser.add_argument("--max-pixels", type=int, default=16_000_000,
                         help="largest image in pixels, checked before decoding (default 16,000,000)")
     parser.add_argument("--work-side", type=int, default=256,
@@ -104,10 +131,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
-    from matebit.io import MIN_SIDE
-
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.work_side < MIN_SIDE:
-        raise InputError(f"--max-upload-mb and --max-pixels must be positive and --work-side at least {MIN_SIDE}")
+    stale = remove_stale_temp_dirs()
+    if stale:
+        print(f"matebit serve: removed {len(stale)} temporary folder(s) of killed servers", file=sys.stderr)
+    if args.max_uploads_mb < args.max_upload_mb:
+        raise InputError(f"--max-uploads-mb {args.max_uploads_mb:g} is below --max-upload-mb {args.max_upload_mb:g}")
     if args.examples is not None and not Path(args.examples).is_dir():
         raise InputError(f"--examples {args.examples}: not a folder")
     check_port(args.host, args.port)  # before minutes of loading: a busy port is said at once
@@ -119,15 +147,18 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("the web demo needs gradio: pip install 'matebit[app]'") from None
     from starlette.middleware import Middleware
 
-    from matebit.app import HostCheck, Limits, ServeApp, allowed_hosts, build_ui, find_examples, write_examples
+    from matebit.app import (HostCheck, Limits, ServeApp, UploadGuard, allowed_hosts, build_ui, find_examples,
+                             write_examples)
     from matebit.inference import Translator
+    from matebit.io import restrict_pillow_formats
 
     from matebit import speed
 
     speed.configure_cpu_threads()  # the command's choice; a Translator leaves threads to its caller
+    restrict_pillow_formats()  # gradio decodes uploads too; in this process only matebit's formats can be decoded
     translator = Translator.from_pretrained(model_dir, device=args.device, compile=args.compile)
     limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
-                    work_side=args.work_side)
+                    work_side=args.work_side, max_total_bytes=int(args.max_uploads_mb * 1024 * 1024))
     app = ServeApp(translator, limits, upload_root=temp_dir)
     structures, exemplars = write_examples(temp_dir / "examples", find_examples(model_dir, args.examples),
                                            args.work_side)
@@ -138,11 +169,14 @@ def main(args: argparse.Namespace) -> int:
     # SIGTERM ends the server like Ctrl-C does, so the temporary folder is removed either way.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     host_check = Middleware(HostCheck, allowed=allowed_hosts(args.host, args.port, args.allowed_host))
+    # The multipart framing of one upload takes a little more than the file itself.
+    upload_guard = Middleware(UploadGuard, folder=temp_dir, max_request=limits.max_bytes + 2**20,
+                              max_total=limits.max_total_bytes)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
                     max_file_size=limits.max_bytes, show_error=False, footer_links=[], run_history=False,
                     ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, allowed_paths=[], quiet=False,
-                    app_kwargs={"middleware": [host_check]})
+                    app_kwargs={"middleware": [host_check, upload_guard]})
     except OSError as exc:  # the port was taken after the check: gradio's advice names its own variables
         if "port" in str(exc).lower():
             raise InputError(f"port {args.port} on {args.host} is in use (another server?); choose another with "

@@ -12,11 +12,12 @@ a finished run longer (see `matebit.checkpoint.RESUME_MAY_CHANGE`). A folder wit
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
 
-from matebit.errors import InputError, Terminated, first_line
+from matebit.errors import InputError, Terminated
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,12 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read_config(path: Path):
     from matebit.config import ExperimentConfig, from_json
+    from matebit.io import read_text
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the config ({first_line(exc)})") from None
-    return from_json(ExperimentConfig, text, where=str(path))
+    return from_json(ExperimentConfig, read_text(path), where=str(path))
 
 
 def _resumed_config(args: argparse.Namespace, overrides: list[str]):
@@ -92,8 +90,6 @@ def _refuse_ignored_network(args: argparse.Namespace, cfg) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
-
     from matebit.runlock import RunLock
 
     if os.environ.get("RANK", "0") == "0":  # rank 0 holds the lock; say a busy folder before the heavy imports
@@ -101,7 +97,11 @@ def main(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from matebit.config import apply_overrides, experiment_preset
+    from matebit.io import check_outputs
     from matebit.train import is_main, train
+
+    # Image grids, checkpoints and the model go under --out: inside the data set they would become its files.
+    check_outputs(out_folders={"--out": args.out}, in_folders={args.data: "--data"}, nested=False)
 
     overrides = list(args.overrides)
     if args.perceptual:
@@ -116,19 +116,25 @@ def main(args: argparse.Namespace) -> int:
         base = _read_config(Path(args.config)) if args.config else experiment_preset(args.preset or "paper")
         cfg = apply_overrides(base, overrides)
     _refuse_ignored_network(args, cfg)
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
     from matebit import speed
 
     speed.configure_cpu_threads(args.threads)  # then re-chosen while training (matebit.speed.ThreadGovernor)
     main_rank = True
     # SIGTERM (kill, a scheduler's stop) ends the run like Ctrl-C (exit 130): the run lock is released on the way out.
     in_main_thread = threading.current_thread() is threading.main_thread()
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         train(cfg, args.data, Path(args.out), resume_run=args.resume, num_workers=args.workers,
               progress=not args.quiet, skip_bad_files=args.skip_bad_files)
         main_rank = is_main()  # asked before the process group is gone
+    except RuntimeError as exc:
+        # SIGTERM to the process group reaches the data loader's workers too, and a worker that dies of it first
+        # makes the loader raise this instead of our Terminated: the same stop, said the same way.
+        if "killed by signal: Terminated" in str(exc):
+            raise Terminated from None
+        raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -139,5 +145,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAIN_PID = -1  # the process that installed _interrupt
+
+
 def _interrupt(signum, frame):
+    if os.getpid() != _MAIN_PID:
+        # A data loader worker, forked with this handler: it dies of the signal as a worker does, and the loader's
+        # "killed by signal: Terminated" is then an interruption of the run (main, above).
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated  # not KeyboardInterrupt: see matebit.errors.Terminated

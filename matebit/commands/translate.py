@@ -18,6 +18,7 @@ structure's size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from matebit.config import COMPILE_MODES
 from matebit.errors import InputError, NotWritableError, PathError, UserError, first_line
-from matebit.io import IMAGE_EXTENSIONS, atomic_write, clean_temp_files, list_images, missing_reason
+from matebit.io import (IMAGE_EXTENSIONS, FolderLock, atomic_write, check_outputs, clean_temp_files, list_images,
+                        missing_reason, read_text, real_path)
 
 DEFAULT_MAX_SIZE = 1024
 
@@ -117,9 +119,7 @@ def _image_format(path: Path) -> str:
 
 
 def _need_file(path: Path, what: str) -> Path:
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a file ({what})")
-    if not path.exists():
+    if not path.is_file():  # a FIFO or a device is named here too, before the model is loaded
         raise InputError(f"{path}: {missing_reason(path)} ({what})")
     return path
 
@@ -140,11 +140,7 @@ def _training_format(tokens: list[str]) -> bool:
 
 
 def _read_pairs(path: Path) -> list[tuple[Path, Path]]:
-    _need_file(path, "--pairs")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first path
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the pairs list ({first_line(exc)})") from None
+    text = read_text(path)
     pairs = []
     for n, line in enumerate(text.splitlines(), 1):
         try:
@@ -162,7 +158,7 @@ def _read_pairs(path: Path) -> list[tuple[Path, Path]]:
             raise InputError(f"{path}:{n}: expected '<structure file> <exemplar file>', got {line.strip()!r}")
         for p, what in ((s, "structure"), (e, "exemplar")):
             if not p.is_file():
-                reason = "is a folder" if p.is_dir() else missing_reason(p)
+                reason = missing_reason(p)
                 raise InputError(f"{path}:{n}: {what} {p}: {reason}")
         pairs.append((s, e))
     if not pairs:
@@ -203,47 +199,14 @@ def _writable_folder(folder: Path) -> Path:
     return folder
 
 
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
-
-
-def _refuse_overlaps(outputs: dict[str, Path], out_folders: dict[str, Path], inputs: dict[Path, str],
-                     in_folders: dict[Path, str]) -> None:
-    """No output (file or folder) may resolve to an input, and no two outputs to one path.
-
-    `outputs` / `out_folders`: flag -> path; `inputs` / `in_folders`: path -> what it is (e.g. "--structure").
-    """
-    real_in = {_real(p): (p, what) for p, what in inputs.items()}
-    real_in_folders = {_real(p): (p, what) for p, what in in_folders.items()}
-    for flag, path in outputs.items():
-        hit = real_in.get(_real(path))
-        if hit:
-            raise InputError(f"{path}: {flag} would overwrite the input {hit[0]} ({hit[1]}); choose another {flag}")
-    for flag, folder in out_folders.items():
-        real = _real(folder)
-        for real_input, (given, what) in real_in_folders.items():
-            if real_input == real or real_input.is_relative_to(real):
-                relation = "is" if real_input == real else "contains"
-                raise InputError(f"{folder}: {flag} {relation} the input folder {given} ({what}); write the "
-                                 f"outputs to a folder of their own")
-    for kind in (outputs, out_folders):
-        seen: dict[Path, str] = {}
-        for flag, path in kind.items():
-            real = _real(path)
-            if real in seen:
-                raise InputError(f"{path}: {flag} and {seen[real]} are the same path; one would replace the "
-                                 f"other's files")
-            seen[real] = flag
-
-
 def _model_folder(args: argparse.Namespace) -> dict[Path, str]:
     model = Path(args.model)
     return {model: "--model"} if model.is_dir() else {}
 
 
-def plan(args: argparse.Namespace) -> Plan:
-    """Checked jobs and whether this is a batch run. Makes the output folders and removes the temp files a killed
-    run left in them; writes nothing else."""
+def plan(args: argparse.Namespace, locks: contextlib.ExitStack | None = None) -> Plan:
+    """Checked jobs and whether this is a batch run. Makes the output folders, locks them (into `locks`, which the
+    caller holds while writing) and removes the temp files a killed run left in them; writes nothing else."""
     out = Path(args.out)
     if args.pairs:
         if args.structure or args.exemplar:
@@ -266,7 +229,7 @@ def plan(args: argparse.Namespace) -> Plan:
             uncor = _single_extra(args.save_uncor, out, "uncor")
             outputs = {"--out": out, "--save-warped": warped, "--save-uncor": uncor}
             outputs = {k: v for k, v in outputs.items() if v is not None}
-            _refuse_overlaps(outputs, {}, {structure: "--structure", exemplar: "--exemplar"}, in_folders)
+            check_outputs(outputs, {structure: "--structure", exemplar: "--exemplar"}, in_folders=in_folders)
             for p in outputs.values():
                 _writable_folder(p.parent)
                 clean_temp_files(p.parent, p.name)
@@ -282,8 +245,12 @@ def plan(args: argparse.Namespace) -> Plan:
     # Outputs are named after the structure; when a stem repeats (one map, several exemplars) both stems are used.
     stems = [s.stem for s, _ in pairs]
     names = stems if len(set(stems)) == len(stems) else [f"{s.stem}__{e.stem}" for s, e in pairs]
-    if len(set(names)) != len(names):
-        raise InputError("two pairs would write the same output file; list each pair once")
+    first: dict[str, tuple[Path, Path]] = {}
+    for pair, n in zip(pairs, names):
+        if n in first:
+            raise InputError(f"{out / n}.png: two pairs would write this file ({first[n][0]} with {first[n][1]}, and "
+                             f"{pair[0]} with {pair[1]}); list each pair once")
+        first[n] = pair
     folders = {"--out": out}
     if args.save_warped is not None:
         folders["--save-warped"] = Path(args.save_warped) if args.save_warped else out / "warped"
@@ -292,15 +259,17 @@ def plan(args: argparse.Namespace) -> Plan:
     for s, e in pairs:
         inputs.setdefault(s, "a structure map")
         inputs.setdefault(e, "an exemplar")
-    _refuse_overlaps({}, folders, {}, in_folders)
+    check_outputs(out_folders=folders, in_folders=in_folders)
     for flag, folder in folders.items():  # e.g. a pairs list naming files in the output folder
-        real_files = {_real(folder / f"{n}.png"): folder / f"{n}.png" for n in names}
+        real_files = {real_path(folder / f"{n}.png"): folder / f"{n}.png" for n in names}
         for p, what in inputs.items():
-            hit = real_files.get(_real(p))
+            hit = real_files.get(real_path(p))
             if hit is not None:
                 raise InputError(f"{hit}: {flag} would overwrite the input {p} ({what}); choose another {flag}")
-    for folder in folders.values():
+    for flag, folder in folders.items():
         _writable_folder(folder)
+        if locks is not None:  # held until the batch ends: a second batch here would take the first one's files
+            locks.enter_context(FolderLock(folder, flag))
         removed = clean_temp_files(folder)
         if removed:
             print(f"matebit translate: removed {len(removed)} temp file(s) an interrupted run left in {folder}",
@@ -317,21 +286,10 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def _check_arguments(args: argparse.Namespace) -> str:
-    """Refuse impossible flag values before anything is read; returns the size policy to use."""
-    from matebit.config import MIN_NET_SIDE, SIZE_STRIDE
-
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    if args.max_size != 0 and args.max_size < MIN_NET_SIDE:
-        raise InputError(f"--max-size must be 0 (no cap) or at least {MIN_NET_SIDE}, got {args.max_size}")
+    """Refuse conflicting flags before anything is read (ranges: matebit/bounds.py); returns the size policy."""
     if args.size is not None:
         if args.size_policy == "pad":
             raise InputError("--size runs at NxN, --size-policy pad at the input's own size; give one of them")
-        if args.size < MIN_NET_SIDE or args.size % SIZE_STRIDE:
-            raise InputError(f"--size must be a multiple of {SIZE_STRIDE} and at least {MIN_NET_SIDE}, "
-                             f"got {args.size}")
         return "resize"
     return args.size_policy or "trained"
 
@@ -362,6 +320,11 @@ def _save(image, path: Path, size: tuple[int, int] | None = None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as locks:  # the batch's output folders, locked until it ends
+        return _run(args, locks)
+
+
+def _run(args: argparse.Namespace, locks: contextlib.ExitStack) -> int:
     from matebit.image_processor import read_capped
     from matebit.inference import Translator
     from matebit.progress import progress
@@ -374,7 +337,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.from_photo is not None and args.from_photo not in PHOTO_CONVERTERS:
         raise InputError(f"--from-photo: unknown method {args.from_photo!r}; choose from {', '.join(PHOTO_CONVERTERS)}")
-    work = plan(args)
+    work = plan(args, locks)
     jobs = work.jobs
     if args.skip_existing:
         jobs = [j for j in jobs if not all(p.exists() for p in j.outputs())]

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
-from matebit.errors import ConvertError
-from matebit.io import IMAGE_EXTENSIONS
+import cv2
+
+from matebit.errors import ConvertError, first_line
+from matebit.io import IMAGE_EXTENSIONS, check_outputs
 
 from ._common import save_png_atomic
 from .canny import canny
@@ -46,7 +48,8 @@ def list_inputs(name: str, src_dir: Union[str, os.PathLike], recursive: bool = F
         raise ConvertError(f"{src}: not a folder")
     exts = _INPUT_EXTENSIONS.get(name, IMAGE_EXTENSIONS)
     it = src.rglob("*") if recursive else src.iterdir()
-    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    # Anything so named but a folder is listed (a FIFO too), so that reading it names it instead of skipping it.
+    files = sorted(p for p in it if p.suffix.lower() in exts and not p.name.startswith(".") and not p.is_dir())
     return files
 
 
@@ -69,7 +72,7 @@ def convert_path(
     """`convert_folder` for a folder; for a single file, convert it to `dst` (a .png path, or a folder that gets
     <stem>.png). Errors of a single file raise ConvertError naming it, whatever `skip_errors` says."""
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
+    if src.is_dir() or not src.exists():
         return convert_folder(name, src, dst, recursive=recursive, overwrite=overwrite, skip_errors=skip_errors,
                               progress=progress, **opts)
     fn = CONVERTERS.get(name)
@@ -81,8 +84,7 @@ def convert_path(
         raise ConvertError(f"{dst}: maps are written as PNG; give a .png file name or a folder")
     else:
         target = output_path(name, src, src.parent, dst)
-    if target.resolve() == src.resolve():
-        raise ConvertError(f"{target}: the output would replace the input")
+    check_outputs({"DST": target}, {src: "SRC"}, error=ConvertError)
     report = FolderReport()
     if not overwrite and target.exists():
         report.skipped.append(target)
@@ -96,8 +98,8 @@ def _convert_one(fn: Callable, src: Path, opts: dict) -> object:
         return fn(src, **opts)
     except ConvertError:
         raise
-    except (ValueError, OSError) as exc:
-        raise ConvertError(f"{src}: {exc}") from exc
+    except (ValueError, OSError, cv2.error) as exc:  # OpenCV's own errors are per-file failures too
+        raise ConvertError(f"{src}: {first_line(exc)}") from exc
 
 
 def convert_folder(
@@ -133,8 +135,11 @@ def convert_folder(
         if t in seen:
             raise ConvertError(f"{f}: same output name as {seen[t]} ({t.name}); rename one of them")
         seen[t] = f
-    if dst.resolve() == src.resolve() and name != "pose":
-        raise ConvertError(f"{dst}: output folder must differ from the input folder")
+    # Pose maps (.png) may go beside their keypoint files (.json); other maps need a folder of their own, outside the
+    # source when it is read recursively (a second run would convert its own outputs).
+    check_outputs([("DST", t) for t in targets], {f: "SRC" for f in files}, error=ConvertError,
+                  out_folders=None if name == "pose" else {"DST": dst},
+                  in_folders=None if name == "pose" else {src: "SRC"}, nested=not recursive)
 
     report = FolderReport()
     for f, t in track(list(zip(files, targets)), f"prepare {name}", "images", quiet=not progress):

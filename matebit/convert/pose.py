@@ -8,7 +8,6 @@ of the Drive candidate/subset txt files, which users cannot produce themselves.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -87,16 +86,9 @@ def load_people(pose: PoseInput, name: str | None = None) -> list[np.ndarray]:
     """
     if isinstance(pose, (str, os.PathLike)):
         name = name or str(pose)
-        try:
-            with open(pose, encoding="utf-8") as fh:
-                obj = json.load(fh)
-        except FileNotFoundError:
-            raise ConvertError(f"{name}: no such file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConvertError(f"{name}: invalid JSON ({exc})") from None
-        except OSError as exc:
-            raise ConvertError(f"{name}: cannot read ({exc.strerror or exc})") from None
-        people = _people_from_json(obj, name)
+        from matebit.io import read_json
+
+        people = _people_from_json(read_json(pose, name, error=ConvertError), name)
     elif isinstance(pose, dict):
         people = _people_from_json(pose, name or "pose dict")
     else:
@@ -120,6 +112,26 @@ def _limb_polygon(p: np.ndarray, q: np.ndarray, half_width: int) -> np.ndarray:
 def _visible(kp: np.ndarray, threshold: float) -> np.ndarray:
     # OpenPose writes (0, 0, 0) for undetected joints; treat non-finite as missing too.
     return np.isfinite(kp).all(axis=1) & (kp[:, 2] > threshold)
+
+
+_MAX_COORDINATE = 2.0**20  # px; far beyond any map, and within the integers OpenCV draws with
+
+
+def _scaled(people: list[np.ndarray], scale: float, threshold: float, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(keypoints with coordinates times `scale`, visible joints) per person; a visible joint far off any map (e.g.
+    1e308) is an error naming the file, not an OpenCV failure."""
+    out = []
+    for i, kp in enumerate(people):
+        kp = kp.copy()
+        kp[:, :2] *= scale
+        vis = _visible(kp, threshold)
+        far = vis & (np.abs(kp[:, :2]) > _MAX_COORDINATE).any(axis=1)
+        if far.any():
+            j = int(np.flatnonzero(far)[0])
+            raise ConvertError(f"{name}: person {i} keypoint {j} at ({kp[j, 0]:.4g}, {kp[j, 1]:.4g}) is far outside "
+                               f"any map; expected pixel coordinates")
+        out.append((kp, vis))
+    return out
 
 
 def _select(people: list[np.ndarray], person: int | None, name: str) -> list[np.ndarray]:
@@ -152,10 +164,7 @@ def pose(
     w, h = parse_size(size)
     people = _select(load_people(keypoints, name), person, name)
     canvas = np.zeros((h, w, 3), np.float64)
-    for kp in people:
-        kp = kp.copy()
-        kp[:, :2] *= scale
-        vis = _visible(kp, threshold)
+    for kp, vis in _scaled(people, scale, threshold, name):
         for j in np.flatnonzero(vis):
             x, y = int(round(kp[j, 0])), int(round(kp[j, 1]))
             cv2.circle(canvas, (x, y), joint_radius, COCO18_COLORS_RGB[j], thickness=-1)
@@ -184,10 +193,7 @@ def pose_limb_masks(
     w, h = parse_size(size)
     people = _select(load_people(keypoints, name), person, name)
     out = np.zeros((len(COCO18_LIMBS), h, w), np.uint8)
-    for kp in people:
-        kp = kp.copy()
-        kp[:, :2] *= scale
-        vis = _visible(kp, threshold)
+    for kp, vis in _scaled(people, scale, threshold, name):
         for i, (a, b) in enumerate(COCO18_LIMBS):
             if vis[a] and vis[b]:
                 cv2.fillConvexPoly(out[i], _limb_polygon(kp[a, :2], kp[b, :2], stick_width), 1)

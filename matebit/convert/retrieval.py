@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from matebit.errors import ConvertError, MissingDependencyError
-from matebit.io import IMAGE_EXTENSIONS, atomic_write_bytes, from_uint8
+from matebit.io import IMAGE_EXTENSIONS, atomic_write_bytes, check_outputs, from_uint8, read_text
 
 from ._common import read_image
 
@@ -125,7 +125,7 @@ def list_images(folder: Union[str, os.PathLike]) -> dict[str, Path]:
         raise ConvertError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+        if not p.is_dir() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
             if p.stem in found:
                 raise ConvertError(f"{p}: same stem as {found[p.stem]}; stems must be unique")
             if any(c.isspace() for c in p.stem):
@@ -253,19 +253,22 @@ def write_pairs(pairs: dict[str, Sequence[str]], path: Union[str, os.PathLike]) 
 def read_pairs(path: Union[str, os.PathLike]) -> dict[str, list[str]]:
     """Parse a pairs file back into {stem: [exemplar stems]}."""
     out: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise ConvertError(f"{path}:{n}: expected '<stem> <exemplar> ...', got {line.strip()!r}")
-            out[parts[0]] = parts[1:]
+    for n, line in enumerate(read_text(path, error=ConvertError).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise ConvertError(f"{path}:{n}: expected '<stem> <exemplar> ...', got {line.strip()!r}")
+        out[parts[0]] = parts[1:]
     return out
 
 
 def build_pairs_file(src_dir, out_path, **kwargs) -> dict[str, list[str]]:
-    """retrieve(src_dir, **kwargs) and write the result to out_path."""
+    """retrieve(src_dir, **kwargs) and write the result to out_path, which may not be one of the images read."""
+    inputs = {p: "SRC" for p in list_images(src_dir).values()}
+    if kwargs.get("ref_dir") is not None:
+        inputs.update({p: "--ref-dir" for p in list_images(kwargs["ref_dir"]).values()})
+    check_outputs({"DST": out_path}, inputs, error=ConvertError)
     pairs = retrieve(src_dir, **kwargs)
     write_pairs(pairs, out_path)
     return pairs

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from matebit.errors import DataError, InputError, MissingPathError
-from matebit.io import atomic_write_bytes, open_image
+from matebit.io import atomic_write_bytes, check_outputs, open_image
 
 __all__ = ["ATTRIBUTION", "EXPRESSIONS", "SOURCE", "FacesReport", "FaceSource", "scan_source", "split_identities",
            "prepare_faces", "default_hed_size", "face_structure", "read_identities"]
@@ -168,6 +168,24 @@ def face_structure(photo: Image.Image, size: int, structure: StructureKind = "he
     raise InputError(f"structure must be 'hed' or 'canny', got {structure!r}")
 
 
+def _check_source(source: FaceSource, ids: Sequence[str]) -> None:
+    """Every landmark file of `ids` readable with finite points, every photo's header readable; else a DataError
+    naming the file."""
+    from matebit.io import image_size
+    from matebit.metrics.evalset import load_landmarks
+
+    for ident in ids:
+        path = source.landmarks[ident]
+        try:
+            lm = load_landmarks(path)
+        except InputError as exc:
+            raise DataError(str(exc)) from None
+        if not len(lm.points) or not np.isfinite(lm.points).all() or min(lm.size) < 1:
+            raise DataError(f"{path}: landmark points must be finite [x, y] pairs of an image of positive size")
+        for photo in source.photos[ident].values():
+            image_size(photo, error=DataError)
+
+
 def _landmark_json(path: Path, offset: tuple[int, int], crop: int, size: int) -> bytes:
     from matebit.metrics.evalset import load_landmarks, scale_points
 
@@ -240,8 +258,7 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
         raise InputError(f"exemplars must be >= 1, got {exemplars}")
     source = scan_source(src)
     dst = Path(dst)
-    if dst.resolve() == source.root.resolve() or source.root.resolve() in dst.resolve().parents:
-        raise InputError(f"{dst}: the output folder must lie outside the source folder {source.root}")
+    check_outputs(out_folders={"DST": dst}, in_folders={source.root: "SRC"}, nested=False)
     ids = source.identities
     if isinstance(identities, int):
         ids = ids[:identities]
@@ -252,6 +269,7 @@ def prepare_faces(src: str | Path, dst: str | Path, size: int = 128, val_identit
         ids = sorted(identities)
     train_ids, val_ids = split_identities(ids, val_identities, seed)
     hed_size = (hed_size or default_hed_size(size)) if structure == "hed" else None
+    _check_source(source, ids)  # before anything is written: a bad file must not leave half a data set behind
     if variants < 1:
         raise InputError(f"variants must be >= 1, got {variants}")
     if template is None and (variants > 1 or backdrops is not None):
@@ -396,11 +414,10 @@ def _save_png(image: Image.Image, path: Path) -> None:
 def read_identities(data: str | Path) -> dict[str, str]:
     """stem -> identity of a prepared face folder (its meta.json); {} for a folder without one."""
     path = Path(data) / "meta.json"
-    if not path.is_file():
+    from matebit.io import present, read_json
+
+    if not present(path):
         return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    meta = read_json(path, error=DataError)
     ids = meta.get("identities", {}) if isinstance(meta, dict) else {}
     return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}

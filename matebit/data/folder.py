@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from matebit.errors import DataError, first_line
-from matebit.io import DATASET_EXTENSIONS, from_uint8, missing_reason, open_image, read_npy
+from matebit.io import DATASET_EXTENSIONS, from_uint8, missing_reason, open_image, present, read_npy, read_text
 
 from .augment import recolour_background
 from .warp import WarpConfig, random_warp
@@ -83,7 +83,9 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in exts and p.is_symlink() and not p.exists():
             raise DataError(f"{p}: {missing_reason(p)}")  # a loop or a dangling link, not a missing file
-        if p.is_file() and p.suffix.lower() in exts:
+        # Not only regular files: a FIFO or a link to /dev/zero is then named as a bad file when it is read, as a
+        # corrupt image is, instead of being left out unsaid.
+        if p.suffix.lower() in exts and not p.is_dir():
             if p.stem in found:
                 raise DataError(f"{p}: stem {p.stem!r} also used by {found[p.stem].name}; keep one file per stem")
             found[p.stem] = p
@@ -91,10 +93,7 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first stem
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({first_line(e)})") from None
+    return read_text(path, error=DataError)  # a byte-order mark is not part of the first stem
 
 
 def _read_list(path: Path) -> list[str]:
@@ -195,7 +194,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         lists = {}
         for name in ("train", "val"):
             p = root / f"{name}.txt"
-            if p.is_file():
+            if present(p):
                 stems = _read_list(p)
                 for s in stems:
                     if s not in self.images:
@@ -211,7 +210,7 @@ class PairedFolderDataset(torch.utils.data.Dataset):
         return [s for s in self.images if (_hash_unit(s) < self.cfg.val_fraction) == want_val]
 
     def _read_pairs(self, path: Path) -> dict[str, list[str]]:
-        if not path.is_file():
+        if not present(path):
             return {}
         pairs: dict[str, list[str]] = {}
         for n, line in enumerate(_read_text(path).splitlines(), 1):

@@ -314,10 +314,12 @@ def real_photos_section(folder: Path) -> str:
                 tiles["pasted back"] = pair.structure_align.paste_back(pair.structure_photo, result.image)
             cells = []
             for key, im in tiles.items():
-                name = f"real_{s_name}_{e_name}_{key.replace(' ', '_')}.png"
-                im.convert("RGB").save(folder / name)
-                cells.append(f'<figure><img src="{folder.name}/{name}" height="192" style="image-rendering:auto">'
-                             f"<figcaption>{key}</figcaption></figure>")
+                # Inline, as every tile of the report (it is one self-contained file), and as a PNG beside it.
+                data = png_bytes(np.asarray(im.convert("RGB")))
+                (folder / f"real_{s_name}_{e_name}_{key.replace(' ', '_')}.png").write_bytes(data)
+                b64 = base64.b64encode(data).decode("ascii")
+                cells.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{b64}" height="192" '
+                             f'style="image-rendering:auto"><figcaption>{html.escape(key)}</figcaption></figure>')
             rows.append(f"<div class=row>{''.join(cells)}</div>")
     except MatebitError as exc:  # e.g. the landmarks extra is not installed
         return f"<h2>Real photos</h2><p class=note>The shipped face model could not run here: {html.escape(str(exc))}</p>"

@@ -3,7 +3,6 @@ label maps and landmarks. Entries are file paths or in-memory arrays; images loa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from matebit.errors import InputError, MissingPathError
-from matebit.io import DATASET_EXTENSIONS, JPEG_EXTENSIONS, from_uint8, open_image, read_npy
+from matebit.io import DATASET_EXTENSIONS, JPEG_EXTENSIONS, from_uint8, open_image, read_json, read_npy
 
 __all__ = ["EvalSet", "Landmarks", "load_image", "load_label_map", "load_landmarks", "scale_points", "to_tensor"]
 
@@ -77,12 +76,12 @@ def load_landmarks(item: Union[str, Path, np.ndarray, Landmarks], size: tuple[in
         if p.suffix == ".npy":
             pts = read_npy(p, error=InputError)
         else:
+            d = read_json(p)
             try:
-                d = json.loads(p.read_text(encoding="utf-8"))
                 pts = np.asarray(d["points"], dtype=np.float64)
                 size = (int(d["size"][0]), int(d["size"][1]))
                 template = str(d.get("template", ""))
-            except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+            except (ValueError, KeyError, IndexError, TypeError, OverflowError) as e:
                 raise InputError(f"{p}: not a landmark file with 'size' and 'points' ({e})") from None
             if pts.ndim != 2 or pts.shape[1] != 2:
                 raise InputError(f"{p}: 'points' must be a list of [x, y] pairs")
@@ -179,7 +178,7 @@ class EvalSet:
         jpeg = [p.name for p in outs.values() if p.suffix.lower() in JPEG_EXTENSIONS]
         if jpeg and not allow_jpeg_outputs:
             raise InputError(f"{out_dir / jpeg[0]}: generated samples must be PNG (JPEG compression shifts FID); "
-                             "pass allow_jpeg_outputs=True to evaluate them anyway")
+                             "to evaluate them anyway, pass --allow-jpeg (Python: allow_jpeg_outputs=True)")
         stems = sorted(outs)
         kw: dict[str, list] = {"outputs": [outs[s] for s in stems]}
         images = DATASET_EXTENSIONS

@@ -195,10 +195,9 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
         raise MetricError("this model has no MAT blocks, so it has no correspondence to score")
 
     probe_ds = PairedFolderDataset(DataConfig(root=str(data), size=64), settings.split)
-    from PIL import Image
+    from matebit.io import image_size
 
-    with Image.open(probe_ds.images[probe_ds.stems[0]]) as im:
-        data_size = im.size
+    data_size = image_size(probe_ds.images[probe_ds.stems[0]])
     side = size or _model_size(full_config, data_size)
     if side % SIZE_STRIDE:
         raise InputError(f"size {side} is not a multiple of {SIZE_STRIDE}")

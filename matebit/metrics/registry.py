@@ -180,12 +180,15 @@ def append_jsonl(result: MetricResult, path: str | Path) -> None:
 
 def read_jsonl(path: str | Path) -> list[MetricResult]:
     out = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    from matebit.bounds import parse_json
+    from matebit.io import read_text
+
+    for i, line in enumerate(read_text(path, error=MetricError).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            out.append(MetricResult.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as e:
+            out.append(MetricResult.from_dict(parse_json(line, f"{path}:{i}", MetricError)))
+        except (TypeError, AttributeError) as e:
             raise MetricError(f"{path}:{i}: not a metric result line ({e})") from None
     return out
 

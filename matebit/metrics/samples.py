@@ -19,7 +19,7 @@ from PIL import Image
 from matebit.config import SIZE_STRIDE
 from matebit.data.folder import DataConfig, PairedFolderDataset
 from matebit.errors import InputError
-from matebit.io import to_uint8
+from matebit.io import image_size, read_json, to_uint8
 
 from .correspondence import predict_matches
 from .evalset import EvalSet, Landmarks, load_label_map, load_landmarks, scale_points
@@ -36,16 +36,12 @@ SAMPLE_DIRS = ("outputs", "exemplars", "structures", "targets", "labels", "exemp
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        return im.size
+    return image_size(path, error=InputError)
 
 
 def _read_points(path: Path, image: Path) -> tuple[list[str] | None, np.ndarray, tuple[int, int]]:
     """(point names or None for an ordered list, (P, 2) pixel (x, y), (W, H) the points refer to)."""
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a JSON landmark file ({e})") from None
+    d = read_json(path)
     if isinstance(d, dict) and "points" in d:
         lm = load_landmarks(path)
         return None, lm.points, lm.size

@@ -91,13 +91,20 @@ def _split_card(text: str) -> tuple[dict[str, str], str]:
     return {}, text  # no closing line: not front matter
 
 
+def _read_card(path: Path) -> str | None:
+    """A card's text; None when there is no such file. A card that is there but cannot be read (a FIFO, a device,
+    not UTF-8) is an error naming it."""
+    from matebit.io import present, read_text
+
+    if not present(path):
+        return None
+    return read_text(path, error=CheckpointError)
+
+
 def read_card_meta(folder: str | Path) -> dict[str, str]:
     """The front matter of `folder/README.md` ({} when there is none or no card)."""
-    card = Path(folder) / "README.md"
-    try:
-        return _split_card(card.read_text(encoding="utf-8"))[0]
-    except (OSError, UnicodeDecodeError):
-        return {}
+    text = _read_card(Path(folder) / "README.md")
+    return _split_card(text)[0] if text is not None else {}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -135,10 +142,12 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 def _trained_size(folder: Path) -> int | None:
+    from matebit.io import read_json
+
+    data = read_json(folder / "config.json", error=CheckpointError)
     try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         size = data.get("train", {}).get("image_size")
-    except (OSError, ValueError, AttributeError):
+    except AttributeError:
         return None
     return size if isinstance(size, int) else None
 
@@ -190,6 +199,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     `--model faces-hed-128` from `runs/` then meant the shipped model but failed on the run folder."""
     path = Path(name_or_path).expanduser()
     name = str(name_or_path)
+    if not name.strip():  # Path("") is the current folder, which is not what an empty name asked for
+        raise CheckpointError("an empty model name; give a model folder or a shipped model's name (`matebit models`)")
     shipped = _NAME.match(name) is not None and name in shipped_names()
     run_folder_of_that_name = shipped and path.is_dir() and not (path / "config.json").is_file()
     if path.exists() and not run_folder_of_that_name:
@@ -238,7 +249,7 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
 
     from matebit import __version__
     from matebit.checkpoint import load_pretrained
-    from matebit.io import atomic_directory
+    from matebit.io import atomic_directory, check_outputs
 
     if not _NAME.match(name):
         raise InputError(f"{name!r}: a model name is lower-case letters, digits, '.', '_' and '-' (at most 64)")
@@ -247,10 +258,7 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
     model_dir = Path(model_dir)
     generator, _ = load_pretrained(model_dir)  # checks the folder as any user's load would
     if card is None:
-        try:
-            card = (model_dir / "README.md").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            card = ""
+        card = _read_card(model_dir / "README.md") or ""
     front, body = _split_card(card)
     if not front or not body.strip():
         raise InputError(f"{model_dir / 'README.md'}: not a model card with front matter (data, licence, "
@@ -274,11 +282,14 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
             raise InputError(f"the model card's front matter needs a {key!r} line")
     root = Path(root) if root is not None else weights_root()
     target = root / name
+    check_outputs(out_folders={"NAME": target}, in_folders={model_dir: "MODEL_DIR"})  # it replaces target whole
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists; pass overwrite=True (`--force`) to replace it")
-    config_text = (model_dir / "config.json").read_text(encoding="utf-8")
+    from matebit.io import read_text
+
+    config_text = read_text(model_dir / "config.json", error=CheckpointError)
     processor = model_dir / PROCESSOR_FILE
-    processor_text = processor.read_text(encoding="utf-8") if processor.is_file() else None
+    processor_text = read_text(processor, error=CheckpointError) if processor.is_file() else None
     with atomic_directory(target) as tmp:
         save_file(state, str(tmp / "model.safetensors"),
                   metadata={"format": "pt", "matebit_version": __version__, "dtype": dtype, "name": name})

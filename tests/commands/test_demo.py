@@ -24,8 +24,10 @@ def demo_dir(tmp_path_factory):
 def test_demo_writes_self_contained_report_pngs_and_json(demo_dir, capsys):
     page = (demo_dir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    # 2 pairs x 6 tiles, and per correspondence pair 1 query tile + 4 points x (masked, full)
-    assert len(images) == 2 * 6 + 2 * (1 + 4 * 2)
+    real = sorted((demo_dir / "report_files").glob("real_*.png"))  # the shipped face model on public-domain photos
+    # 2 pairs x 6 tiles, and per correspondence pair 1 query tile + 4 points x (masked, full); then the real photos
+    assert len(images) == 2 * 6 + 2 * (1 + 4 * 2) + len(real)
+    assert "Real photos" in page
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
     assert 'src="' + "http" not in page and "<script" not in page  # nothing fetched from elsewhere
     pngs = sorted(p.name for p in (demo_dir / "report_files").glob("*.png"))

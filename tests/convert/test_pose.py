@@ -82,7 +82,7 @@ def test_json_file_and_errors(tmp_path):
     assert np.asarray(pose(good, size=SIZE)).max() > 0
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ConvertError, match="bad.json: invalid JSON"):
+    with pytest.raises(ConvertError, match="bad.json: not valid JSON"):
         pose(bad, size=SIZE)
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({"people": [{"pose_keypoints_2d": [1, 2, 3] * 20}]}))

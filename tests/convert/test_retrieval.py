@@ -78,7 +78,7 @@ def test_ref_dir_draws_from_other_folder(photo_dir, tmp_path, astronaut):
 def test_errors_name_the_file(tmp_path):
     (tmp_path / "a.png").write_bytes(b"garbage")
     Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
-    with pytest.raises(ConvertError, match="a.png: not an image file PIL can read"):
+    with pytest.raises(ConvertError, match="a.png: not an image file matebit reads"):
         retrieve(tmp_path, k=1, extractor=color_histogram, progress=False)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")

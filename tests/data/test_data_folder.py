@@ -164,7 +164,7 @@ def test_error_size_mismatch(tmp_path):
 def test_error_corrupt_files(tmp_path):
     root = _tiny(tmp_path / "d")
     (root / "images" / "s0.png").write_bytes(b"not a png at all")
-    _expect(root, r"images/s0\.png: not an image file PIL can read")
+    _expect(root, r"images/s0\.png: not an image file matebit reads")
     root2 = _tiny(tmp_path / "e")
     (root2 / "structure" / "s1.png").unlink()
     (root2 / "structure" / "s1.npy").write_bytes(b"garbage")

@@ -85,7 +85,7 @@ def test_cli_faces_and_bad_source(fake_london, tmp_path, capsys):
     assert run(["prepare", "faces", str(tmp_path / "nope"), str(dst)]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert run(["prepare", "faces", str(fake_london), str(fake_london / "out"), "--structure", "canny"]) == 2
-    assert "outside the source folder" in capsys.readouterr().err
+    assert "lies inside the input" in capsys.readouterr().err
 
 
 @needs_hed

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+# A two-step run of the tiny preset at 32 px: what the training tests run.
+TRAIN_SETTINGS = ["train.image_size=32", "train.batch_size=2", "train.steps=2", "train.checkpoint_every=2",
+                  "train.log_every=1", "train.image_every=100000", "loss.early_steps=10", "train.num_workers=0"]
+
+
+def sets(*items: str) -> list[str]:
+    """--set arguments for `matebit train`."""
+    return [x for s in items for x in ("--set", s)]
 
 
 def edges(w: int, h: int) -> np.ndarray:
@@ -55,3 +71,40 @@ def read_only_under(monkeypatch, part: str) -> None:
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, host: str, origin: str | None = None, path: str = "/") -> int:
+    """The status of GET `path` on 127.0.0.1:`port` with these Host (and Origin) headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Host": host} | ({"Origin": origin} if origin else {})
+    conn.request("GET", path, headers=headers)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def start_server(args: list, folder: Path, port: int, env: dict | None = None) -> subprocess.Popen:
+    """`python -m matebit serve ARGS --port PORT` run in `folder` (its output in folder/serve.log), returned once it
+    answers; a server that exits or takes more than 3 minutes fails the test with its log."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(folder / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "matebit", "serve", *map(str, args), "--port", str(port)],
+                                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if http_get(port, f"127.0.0.1:{port}") == 200:
+                return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"server did not start:\n{(folder / 'serve.log').read_text()}")
+        time.sleep(0.5)

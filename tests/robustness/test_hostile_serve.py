@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
-import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
+from hostile_helpers import free_port, http_get, start_server
 from matebit.cli import run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- 10: a busy port --------------------------------------------------------------------------------------------
@@ -86,42 +77,18 @@ def test_item14_the_middleware_answers_403_and_passes_the_rest():
     assert reached == ["http", "lifespan"]
 
 
-def _get(port: int, host: str, origin: str | None = None, path: str = "/") -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Host": host} | ({"Origin": origin} if origin else {})
-    conn.request("GET", path, headers=headers)
-    status = conn.getresponse().status
-    conn.close()
-    return status
-
-
 @pytest.mark.slow
 def test_item14_a_real_server_refuses_foreign_host_and_origin_headers(tiny_model, tmp_path):
     pytest.importorskip("gradio")
-    port = _free_port()
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "matebit", "serve", "--model", str(tiny_model), "--port",
-                             str(port), "--device", "cpu"], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    port = free_port()
+    proc = start_server(["--model", tiny_model, "--device", "cpu"], tmp_path, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if _get(port, f"127.0.0.1:{port}") == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start:\n{(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.5)
-        assert _get(port, f"localhost:{port}") == 200
-        assert _get(port, "evil.example") == 403
-        assert _get(port, f"evil.example:{port}") == 403
-        assert _get(port, f"127.0.0.1:{port}", origin="http://evil.example") == 403
-        assert _get(port, "evil.example", path="/gradio_api/info") == 403
-        assert _get(port, f"127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}") == 200
+        assert http_get(port, f"localhost:{port}") == 200
+        assert http_get(port, "evil.example") == 403
+        assert http_get(port, f"evil.example:{port}") == 403
+        assert http_get(port, f"127.0.0.1:{port}", origin="http://evil.example") == 403
+        assert http_get(port, "evil.example", path="/gradio_api/info") == 403
+        assert http_get(port, f"127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}") == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()

@@ -20,20 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hostile_helpers import read_only_under
+from hostile_helpers import TRAIN_SETTINGS as SETTINGS
+from hostile_helpers import read_only_under, sets
 from matebit.cli import parse, run
-
-SETTINGS = ["train.image_size=32", "train.batch_size=2", "train.steps=2", "train.checkpoint_every=2",
-            "train.log_every=1", "train.image_every=100000", "loss.early_steps=10", "train.num_workers=0"]
 
 
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch):
     monkeypatch.delenv("MATEBIT_DEBUG", raising=False)
-
-
-def sets(*items: str) -> list[str]:
-    return [x for s in items for x in ("--set", s)]
 
 
 def train(capsys, data: Path, out: Path, *args: str, settings: list[str] = SETTINGS) -> tuple[int, str, str]:

@@ -406,13 +406,19 @@ def test_item12_training_pairs_txt_given_to_translate_says_which_format(tiny_mod
 
 
 def test_item13_temp_files_of_a_killed_run_are_cleaned_by_the_next_run(tiny_model, dataset, tmp_path, capsys):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
     out = tmp_path / "out"
     out.mkdir()
-    leftovers = [out / ".a.png.0123abcd.tmp", out / ".b.png.deadbeef.tmp"]
-    keep = [out / ".keep", out / "notes.tmp", out / ".a.png.tmp", out / ".x.png.nothex00.tmp"]
+    leftovers = [out / f".a.png.matebit-{dead.pid}-0123abcd.tmp", out / f".b.png.matebit-{dead.pid}-deadbeef.tmp"]
+    # Issue 35: names only matebit makes, of a writer that is dead; a user's look-alike and a live run's stay.
+    keep = [out / ".keep", out / "notes.tmp", out / ".a.png.tmp", out / ".x.png.nothex00.tmp",
+            out / ".a.png.0123abcd.tmp", out / f".c.png.matebit-{os.getpid()}-0123abcd.tmp"]
     for p in leftovers + keep:
         p.write_bytes(b"half")
-    outside = tmp_path / ".a.png.0123abcd.tmp"
+    outside = tmp_path / f".a.png.matebit-{dead.pid}-0123abcd.tmp"
     outside.write_bytes(b"not ours")
     code, _, err = translate(capsys, "--model", tiny_model, "--structure", dataset / "structure",
                              "--exemplar", dataset / "images", "--out", out, "--quiet")
@@ -445,7 +451,7 @@ def test_item13_a_killed_run_leaves_only_temp_files_the_next_run_removes(tiny_mo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    (out / ".m39.png.00c0ffee.tmp").write_bytes(b"half")  # what a kill inside a write leaves
+    (out / f".m39.png.matebit-{proc.pid}-00c0ffee.tmp").write_bytes(b"half")  # what a kill inside a write leaves
     done = set(p.name for p in out.glob("*.png"))
     assert 2 <= len(done) < 40
     assert subprocess.run(cmd + ["--skip-existing"], env=env, capture_output=True).returncode == 0

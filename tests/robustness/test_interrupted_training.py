@@ -27,7 +27,7 @@ from matebit.config import apply_overrides, experiment_preset
 from matebit.data import write_synthetic_dataset
 from matebit.train import Trainer, TrainingError, latest_checkpoint, train
 
-KILLS = 20  # the figure README's Robustness section states
+KILLS = 20  # the figure docs/robustness.md states
 STEPS = 48
 INTERVAL = 2
 SETTINGS = [f"train.steps={STEPS}", f"train.checkpoint_every={INTERVAL}", "train.keep_checkpoints=2",

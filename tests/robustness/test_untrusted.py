@@ -29,7 +29,7 @@ from matebit.errors import ImageInputError
 from matebit.io import load_image
 from matebit.models.generator import MATEBITGenerator
 
-FUZZ_ITERATIONS = 200  # per loader; the figure README's Robustness section states
+FUZZ_ITERATIONS = 200  # per loader; the figure docs/robustness.md states
 PACKAGE = Path(matebit.__file__).parent
 
 # -- 1. the source ---------------------------------------------------------------------------------------------
