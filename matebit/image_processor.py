@@ -249,22 +249,15 @@ class PhotoPair:
 
 def _as_photo(source: Any, role: str) -> tuple[Image.Image, str]:
     """A photo input (a path, PIL image or uint8/float array) as PIL RGB, EXIF orientation applied; and its name."""
-    from matebit.io import load_image, open_image, to_pil
+    from matebit.io import load_image, open_image, to_pil, to_rgb
 
     if isinstance(source, (str, os.PathLike)):
         with open_image(source, name=f"{role} ({source})") as im:
-            return _rgb(im), f"{role} ({source})"
+            return to_rgb(im), f"{role} ({source})"
     if isinstance(source, Image.Image):
-        return _rgb(source), role
+        return to_rgb(source), role
     # Arrays and tensors: through the one reader of in-memory images, as an exemplar (RGB in [-1, 1]).
     return to_pil(load_image(source, role="exemplar", channels=3, name=role), -1.0), role
-
-
-def _rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return im.convert("RGB")
 
 
 class ImageProcessor:

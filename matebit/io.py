@@ -470,6 +470,81 @@ def fit_side(im: Image.Image, side: int, name: str = "image") -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# RGB pictures for the converters and the face tools (PIL and uint8 arrays)
+
+
+ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
+
+
+def read_rgb(path: PathLike, error: type[UserError] = ImageInputError) -> Image.Image:
+    """Open an image file fully (so errors surface here, naming the file) as RGB (`to_rgb`), without EXIF rotation:
+    maps keep the stored pixel grid of the photos they are paired with in a data set."""
+    return to_rgb(open_image(path, transpose_exif=False, error=error))
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB: transparency composited onto white (the "paper" of drawings and sketches), 16-bit and
+    32-bit integer images scaled from their maximum."""
+    if im.mode == "RGB":
+        return im.copy()
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def as_rgb_array(image: ImageLike, error: type[UserError] = ImageInputError) -> np.ndarray:
+    """PIL image, path, or array (H,W) / (H,W,1|3|4), uint8 or float in [0,1] -> uint8 (H,W,3)."""
+    if isinstance(image, (str, os.PathLike)):
+        return np.asarray(read_rgb(image, error))
+    if isinstance(image, Image.Image):
+        return np.asarray(to_rgb(image))
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a PIL image, a path or a numpy array, got {type(image).__name__}")
+    arr = image
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image array of shape (H,W), (H,W,3) or (H,W,4), got {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise ValueError(f"image too small: {arr.shape[1]}x{arr.shape[0]}")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1):
+            raise ValueError("float image arrays must be in [0, 1]")
+        return np.ascontiguousarray(np.round(np.nan_to_num(arr) * 255).astype(np.uint8))
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        if arr.dtype == bool:
+            return np.ascontiguousarray(arr.astype(np.uint8) * 255)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError("integer image arrays must be in [0, 255]")
+        return np.ascontiguousarray(arr.astype(np.uint8))
+    raise TypeError(f"unsupported image dtype {arr.dtype}")
+
+
+def save_png(image: Image.Image, path: PathLike) -> Path:
+    """Write a PNG atomically (`atomic_write`), making its folder first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG")
+
+    return atomic_write(path, write)
+
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Tensors <-> 8-bit pixels
 
 

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ._common import ImageLike, as_rgb_array
+from matebit.errors import ConvertError
+from matebit.io import ImageLike, as_rgb_array
 
 
 def auto_thresholds(gray: np.ndarray, sigma: float = 0.33) -> tuple[float, float]:
@@ -42,7 +43,7 @@ def canny_edges(
         raise ValueError("sigma must be >= 0")
     if blur < 0:
         raise ValueError("blur must be >= 0")
-    gray = cv2.cvtColor(as_rgb_array(image), cv2.COLOR_RGB2GRAY)
+    gray = cv2.cvtColor(as_rgb_array(image, ConvertError), cv2.COLOR_RGB2GRAY)
     if blur > 0:
         gray = cv2.GaussianBlur(gray, (0, 0), sigmaX=blur)
     auto_low, auto_high = auto_thresholds(gray, sigma)

@@ -12,7 +12,7 @@ import cv2
 from matebit.errors import ConvertError, first_line
 from matebit.io import IMAGE_EXTENSIONS, check_outputs
 
-from ._common import save_png_atomic
+from matebit.io import save_png
 from .canny import canny
 from .hed import hed
 from .landmarks import landmarks
@@ -89,7 +89,7 @@ def convert_path(
     if not overwrite and target.exists():
         report.skipped.append(target)
         return report
-    report.written.append(save_png_atomic(_convert_one(fn, src, opts), target))
+    report.written.append(save_png(_convert_one(fn, src, opts), target))
     return report
 
 
@@ -153,5 +153,5 @@ def convert_folder(
                 raise
             report.failed.append((f, str(exc)))
             continue
-        report.written.append(save_png_atomic(out, t))
+        report.written.append(save_png(out, t))
     return report

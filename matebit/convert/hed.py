@@ -13,10 +13,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from matebit.errors import MissingDependencyError
-from matebit.io import from_uint8
-
-from ._common import ImageLike, as_rgb_array
+from matebit.errors import ConvertError, MissingDependencyError
+from matebit.io import ImageLike, as_rgb_array, from_uint8
 
 
 def hed_available(weights: str | os.PathLike | None = None) -> bool:
@@ -75,7 +73,7 @@ def hed_probability(
     import torch
     import torch.nn.functional as F
 
-    rgb = as_rgb_array(image)
+    rgb = as_rgb_array(image, ConvertError)
     w, h = output_size((rgb.shape[1], rgb.shape[0]), size)
     h0, w0 = rgb.shape[:2]
     model = _load(str(weights) if weights else None, str(device))

@@ -19,7 +19,9 @@ from PIL import Image
 from matebit.errors import ConvertError, MissingDependencyError
 from matebit.io import package_data_file
 
-from ._common import ImageLike, as_rgb_array, parse_size, require
+from matebit.io import ImageLike, as_rgb_array
+
+from ._common import parse_size, require
 from .canny import canny_edges
 
 # iBUG 68-point groups, 0-based: (first, last inclusive, closed polygon?)
@@ -123,7 +125,7 @@ def detect_landmarks(
     """
     if name is None and isinstance(image, (str, os.PathLike)):
         name = str(image)
-    rgb = as_rgb_array(image)
+    rgb = as_rgb_array(image, ConvertError)
     detector, predictor = _load_dlib(str(predictor_path) if predictor_path else None)
     h, w = rgb.shape[:2]
     if upsample is None:
@@ -157,7 +159,7 @@ def landmarks(
       jaw outline is not doubled by a parallel Canny edge.
     """
     name = str(image) if isinstance(image, (str, os.PathLike)) else None
-    rgb = as_rgb_array(image)
+    rgb = as_rgb_array(image, ConvertError)
     h, w = rgb.shape[:2]
     pts = detect_landmarks(rgb, upsample=upsample, predictor_path=predictor_path, name=name)
     lw = _auto_width(w, h) if line_width is None else int(line_width)

@@ -20,7 +20,7 @@ from PIL import Image
 from matebit.errors import ConvertError, MissingDependencyError
 from matebit.io import IMAGE_EXTENSIONS, atomic_write_bytes, check_outputs, from_uint8, read_text
 
-from ._common import read_image
+from matebit.io import read_rgb
 
 # An extractor maps a batch of RGB PIL images to an (N, D) array-like of features.
 Extractor = Callable[[Sequence[Image.Image]], "np.ndarray"]
@@ -144,7 +144,7 @@ def extract_features(
     try:
         for start in range(0, len(paths), batch_size):
             group = paths[start : start + batch_size]
-            images = [read_image(p) for p in group]
+            images = [read_rgb(p, ConvertError) for p in group]
             feats = np.asarray(extractor(images), dtype=np.float64)
             if feats.ndim != 2 or feats.shape[0] != len(group):
                 raise ValueError(f"extractor returned shape {feats.shape} for {len(group)} images; expected (N, D)")

@@ -31,13 +31,16 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 from PIL import Image
 
 from matebit.errors import DataError, InputError, MissingPathError
 from matebit.io import atomic_write_bytes, check_outputs, open_image
+
+if TYPE_CHECKING:
+    from matebit.align import FaceTemplate
 
 __all__ = ["ATTRIBUTION", "EXPRESSIONS", "SOURCE", "FacesReport", "FaceSource", "scan_source", "split_identities",
            "prepare_faces", "default_hed_size", "face_structure", "read_identities"]
@@ -406,9 +409,9 @@ def _prepare_aligned(source: FaceSource, dst: Path, jobs: list, train_ids: set, 
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
-    from matebit.convert._common import save_png_atomic
+    from matebit.io import save_png
 
-    save_png_atomic(image, path)
+    save_png(image, path)
 
 
 def read_identities(data: str | Path) -> dict[str, str]:

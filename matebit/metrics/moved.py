@@ -314,13 +314,13 @@ def _figure_row(structure: torch.Tensor, exemplar: np.ndarray, out: Any, b: int,
 def _write_figure(rows: list[np.ndarray], path: Path) -> None:
     from PIL import Image
 
-    from matebit.convert._common import save_png_atomic
+    from matebit.io import save_png
 
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     parts = []
     for r in rows:
         parts += [r, gap]
-    save_png_atomic(Image.fromarray(np.concatenate(parts[:-1], axis=0)), path)
+    save_png(Image.fromarray(np.concatenate(parts[:-1], axis=0)), path)
 
 
 # --------------------------------------------------------------------------------------------------------------

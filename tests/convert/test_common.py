@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from matebit.convert._common import ConvertError, as_rgb_array, parse_size, read_image, save_png_atomic
+from matebit.convert._common import parse_size
+from matebit.errors import ConvertError
+from matebit.io import as_rgb_array, read_rgb, save_png
 from matebit.errors import InputError
 
 
@@ -12,9 +14,9 @@ def test_unreadable_file_error_names_it(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 this is not really a jpeg")
     with pytest.raises(ConvertError, match="broken.jpg"):
-        read_image(bad)
+        read_rgb(bad, ConvertError)
     with pytest.raises(ConvertError, match="missing.png: no such file"):
-        read_image(tmp_path / "missing.png")
+        read_rgb(tmp_path / "missing.png", ConvertError)
     # The CLI treats these as bad input (exit 2) through the package's error base.
     assert issubclass(ConvertError, InputError)
 
@@ -37,13 +39,13 @@ def test_transparent_png_composited_on_white(tmp_path):
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[:4, :, 3] = 255  # top half opaque black, bottom half transparent
     Image.fromarray(rgba).save(tmp_path / "a.png")
-    rgb = np.asarray(read_image(tmp_path / "a.png"))
+    rgb = np.asarray(read_rgb(tmp_path / "a.png"))
     assert (rgb[:4] == 0).all() and (rgb[4:] == 255).all()
 
 
 def test_atomic_save_leaves_only_the_png(tmp_path):
     im = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8))
-    out = save_png_atomic(im, tmp_path / "sub" / "x.png")
+    out = save_png(im, tmp_path / "sub" / "x.png")
     assert sorted(os.listdir(tmp_path / "sub")) == ["x.png"]
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(im))
 
@@ -58,7 +60,7 @@ def test_atomic_save_failure_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", boom)
     with pytest.raises(OSError, match="disk full"):
-        save_png_atomic(Image.new("L", (4, 4)), target)
+        save_png(Image.new("L", (4, 4)), target)
     # The old file is untouched and no temp file is left behind.
     assert sorted(os.listdir(tmp_path)) == ["y.png"]
     assert target.read_bytes() == b"old"
