@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     rows = []
     for photo_name, exemplar_name in args.pair:
         photo, exemplar = _open(photo_name), _open(exemplar_name)
-        result = translator(photo, exemplar, from_photo="hed", return_aux=True)
+        result = translator(photo, exemplar, from_photo="hed")
         pair = result.photos[0]
         cells = [photo, exemplar, result.image]
         if pair.structure_align is not None:

@@ -218,7 +218,7 @@ class ServeApp:
         structure = fit_side(structure, self.limits.work_side)
         try:
             # At the model's trained size; a face model aligns the exemplar's face to its template.
-            result = self.translator(structure, exemplar, return_aux=True)
+            result = self.translator(structure, exemplar)
         except InputError as exc:  # e.g. a colour map for a greyscale model, a tiny image, no face in the exemplar
             raise UploadRefused(str(exc)) from None
         out = result.images[0]
@@ -230,7 +230,7 @@ class ServeApp:
         """(structure with the point marked, masked heat map over the exemplar, unmasked heat map)."""
         w, h = structure.size
         x, y = min(max(float(x), 0.0), w - 1.0), min(max(float(y), 0.0), h - 1.0)
-        result = self.translator(structure, exemplar, return_aux=True)
+        result = self.translator(structure, exemplar)
         try:
             masked, full = result.correspondence([(x, y)])
         except ValueError as exc:  # a model without MAT blocks

@@ -158,7 +158,7 @@ def _model_card(cfg: ExperimentConfig | ModelConfig, n_params: int, card: str | 
         "```python",
         "from matebit.inference import Translator",
         "translator = Translator.from_pretrained('path/to/this/folder')",
-        "image = translator('structure.png', 'exemplar.jpg')",
+        "image = translator('structure.png', 'exemplar.jpg').image",
         "```",
         "",
         "## Training",

@@ -2,9 +2,9 @@
 
     from matebit.inference import Translator
     translator = Translator.from_pretrained("runs/celeba/final")
-    image = translator("sketch.png", "portrait.jpg")            # PIL.Image
-    images = translator(["a.png", "b.png"], "portrait.jpg")     # list: one exemplar for every map
-    result = translator("sketch.png", "portrait.jpg", return_aux=True)
+    result = translator("sketch.png", "portrait.jpg")           # a TranslationResult, whatever the inputs
+    result.image.save("out.png")                                # the output (PIL); .images for a batch
+    images = translator(["a.png", "b.png"], "portrait.jpg").images   # one exemplar for every map
     masked, full = result.correspondence([(40, 52)])            # heat maps over the exemplar
 
 Inputs (`structure` and `exemplar`): anything `matebit.io.load_image` reads (a path, PIL image, numpy array or
@@ -15,9 +15,9 @@ Sizes (`size_policy`, "trained" by default) and photos (`from_photo`, `align`, `
 `matebit.image_processor`, the one pre- and post-processing path. With a face model, photos are aligned to the
 model's face template first:
 
-    result = translator("me.jpg", "portrait.jpg", from_photo="hed", return_aux=True)
+    result = translator("me.jpg", "portrait.jpg", from_photo="hed")
     result.image                                   # the aligned portrait at the model's size
-    translator("me.jpg", "portrait.jpg", from_photo="hed", paste_back=True)   # blended into me.jpg's own frame
+    translator("me.jpg", "portrait.jpg", from_photo="hed", paste_back=True).image   # in me.jpg's own frame
     masked, full = result.correspondence([(412, 300)])   # a point of me.jpg -> heat maps over portrait.jpg
     result.match([(412, 300)])                     # -> the best-matching point of portrait.jpg, in its pixels
 
@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -49,7 +48,7 @@ from matebit.io import ImageInput, Role, load_image, to_pil
 
 @dataclass
 class TranslationResult:
-    """Outputs of one call with `return_aux=True`; every list has one entry per input pair.
+    """What every call of a `Translator` returns; every list has one entry per input pair (one for a single pair).
 
     images: the translations (PIL 'RGB', the structure's size; for aligned photos the aligned portrait, or the
         structure photo's frame with `paste_back`).
@@ -208,7 +207,7 @@ class Translator:
         channels = self.config.structure_channels if role == "structure" else self.config.image_channels
         return load_image(source, role=role, channels=channels, name=name)
 
-    def _load_pairs(self, structure: Any, exemplar: Any) -> tuple[list[Tensor], list[Tensor], bool]:
+    def _load_pairs(self, structure: Any, exemplar: Any) -> tuple[list[Tensor], list[Tensor]]:
         s_items, s_batched = self._as_items(structure, "structure")
         e_items, e_batched = self._as_items(exemplar, "exemplar")
         if s_batched and e_batched and len(s_items) != len(e_items):
@@ -225,7 +224,7 @@ class Translator:
         s = [self.load(x, "structure", n) for x, n in zip(s_items, names(s_items, "structure", s_batched))]
         e = [self.load(x, "exemplar", n) for x, n in zip(e_items, names(e_items, "exemplar", e_batched))]
         n = max(len(s), len(e))  # a single input is shared by every pair
-        return s * (n if len(s) == 1 else 1), e * (n if len(e) == 1 else 1), s_batched or e_batched
+        return s * (n if len(s) == 1 else 1), e * (n if len(e) == 1 else 1)
 
     # -- running --------------------------------------------------------------------------------------------------
 
@@ -253,14 +252,14 @@ class Translator:
                                                        query_index=query_index.to(self.device))
 
     def __call__(self, structure: Any, exemplar: Any, size_policy: SizePolicy = "trained",
-                 return_aux: bool = False, batch_size: int = 8, size: int | tuple[int, int] | None = None,
+                 batch_size: int = 8, size: int | tuple[int, int] | None = None,
                  from_photo: str | None = None, align: bool | None = None, paste_back: bool = False,
-                 max_side: int | None = None):
-        """Translate structure map(s) with exemplar(s).
+                 max_side: int | None = None) -> TranslationResult:
+        """Translate structure map(s) with exemplar(s); always a `TranslationResult` (`.image`, `.images`, the warped
+        exemplars, the X_uncor weights, and the correspondence of any point).
 
-        A single pair gives a PIL image; lists (or 4-D tensors) give a list, with a single structure or
-        exemplar shared across the other side's list. `return_aux=True` gives a `TranslationResult`
-        instead. `size_policy` and `size` are described in `matebit.image_processor`.
+        Lists (or 4-D tensors) are batches, with a single structure or exemplar shared across the other side's list.
+        `size_policy` and `size` are described in `matebit.image_processor`.
 
         Photos: `from_photo` ("hed", "canny", "landmarks") converts the structure inputs, which are photos. With a
         face model (its folder records a face template) both photos are first aligned to that template (`align=False`
@@ -279,12 +278,10 @@ class Translator:
             if target is None and self.trained_size:
                 target = (self.trained_size, self.trained_size)
             size_policy = "resize" if target is not None else "pad"
-        photos, photos_batched = self._photo_pairs(structure, exemplar, from_photo, align, paste_back, max_side)
+        photos = self._photo_pairs(structure, exemplar, from_photo, align, paste_back, max_side)
         if photos is not None:
             structure, exemplar = [p.structure_map for p in photos], [p.exemplar for p in photos]
-        structures, exemplars, batched = self._load_pairs(structure, exemplar)  # all validation happens here
-        if photos is not None:
-            batched = photos_batched
+        structures, exemplars = self._load_pairs(structure, exemplar)  # all validation happens here
         prepared = [prepare(s, e, size_policy, target) for s, e in zip(structures, exemplars)]
         for i, p in enumerate(prepared):
             p.photos = photos[i] if photos is not None else None
@@ -311,15 +308,12 @@ class Translator:
             images.append(image)
             warped.append(to_pil(restore(wrp, p)[0].clamp(-1, 1), -1.0) if wrp is not None else None)
             uncor.append(to_pil(restore(unc, p)[0].clamp(0, 1), 0.0) if unc is not None else None)
-        if return_aux:
-            return TranslationResult(images, warped, uncor, [p.photos for p in prepared], _translator=self,
-                                     _prepared=prepared)
-        return images if batched else images[0]
+        return TranslationResult(images, warped, uncor, [p.photos for p in prepared], _translator=self,
+                                 _prepared=prepared)
 
     def _photo_pairs(self, structure: Any, exemplar: Any, from_photo: str | None, align: bool | None,
-                     paste_back: bool, max_side: int | None) -> tuple[list[Any] | None, bool]:
-        """(the inputs as `PhotoPair`s, batched?) when they are photos (a conversion, an alignment or both apply),
-        else (None, False)."""
+                     paste_back: bool, max_side: int | None) -> list[Any] | None:
+        """The inputs as `PhotoPair`s when they are photos (a conversion, an alignment or both apply), else None."""
         from matebit.image_processor import PhotoPair
 
         s_items, s_batched = self._as_items(structure, "structure")
@@ -333,7 +327,7 @@ class Translator:
             if from_photo is None and not aligned:
                 if paste_back:
                     raise InputError("paste_back needs a structure photo (from_photo) aligned by a face model")
-                return None, False
+                return None
             e_items, e_batched = self._as_items(exemplar, "exemplar")
             if s_batched and e_batched and len(s_items) != len(e_items):
                 raise ImageInputError(f"{len(s_items)} structure inputs but {len(e_items)} exemplars; give as many "
@@ -341,11 +335,10 @@ class Translator:
             n = max(len(s_items), len(e_items))
             s_items = s_items * (n if len(s_items) == 1 else 1)
             e_items = e_items * (n if len(e_items) == 1 else 1)
-            s_batched = s_batched or e_batched
             pairs = [self.processor.photos(s, e, from_photo, align, max_side) for s, e in zip(s_items, e_items)]
         if paste_back and any(p.structure_align is None for p in pairs):
             raise InputError("paste_back needs a structure photo (from_photo) aligned by a face model")
-        return pairs, s_batched
+        return pairs
 
     def _points_on_canvas(self, prep: Prepared, points_xy: Any) -> np.ndarray:
         """Query points of the structure (photo) -> pixels of the network's canvas, checked."""

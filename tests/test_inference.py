@@ -39,7 +39,9 @@ def test_every_input_form_gives_the_same_image(translator, pair, tmp_path):
     edges, ex = pair
     Image.fromarray(edges).save(tmp_path / "s.png")
     Image.fromarray(ex).save(tmp_path / "e.png")
-    reference = translator(str(tmp_path / "s.png"), tmp_path / "e.png")
+    result = translator(str(tmp_path / "s.png"), tmp_path / "e.png")
+    assert isinstance(result, TranslationResult) and len(result.images) == 1  # one output type, whatever the input
+    reference = result.image
     assert isinstance(reference, Image.Image) and reference.size == (70, 50) and reference.mode == "RGB"
     forms = [
         (Image.fromarray(edges), Image.fromarray(ex)),
@@ -48,14 +50,14 @@ def test_every_input_form_gives_the_same_image(translator, pair, tmp_path):
         (torch.from_numpy(edges).float()[None] / 255, torch.from_numpy(ex).permute(2, 0, 1).float() / 127.5 - 1),
     ]
     for s, e in forms:
-        assert np.abs(_arr(translator(s, e)) - _arr(reference)).max() <= 1
+        assert np.abs(_arr(translator(s, e).image) - _arr(reference)).max() <= 1
 
 
 def test_output_matches_the_generator(translator, pair):
     edges, ex = pair
     s = load_image(edges[:48, :64], role="structure")
     e = load_image(ex, role="exemplar")
-    result = translator(edges[:48, :64], ex, return_aux=True)
+    result = translator(edges[:48, :64], ex)
     with torch.no_grad():
         out = translator.generator(s[None], e[None])
     expect = ((out.image[0].permute(1, 2, 0) + 1) * 127.5).round().numpy()
@@ -67,12 +69,12 @@ def test_output_matches_the_generator(translator, pair):
 def test_batch_and_broadcast(translator, pair):
     edges, ex = pair
     small = edges[:32, :40]
-    images = translator([edges, small, edges], ex, batch_size=2)
+    images = translator([edges, small, edges], ex, batch_size=2).images
     assert [im.size for im in images] == [(70, 50), (40, 32), (70, 50)]
-    assert np.abs(_arr(images[0]) - _arr(translator(edges, ex))).max() <= 1
-    assert np.abs(_arr(images[1]) - _arr(translator(small, ex))).max() <= 1
+    assert np.abs(_arr(images[0]) - _arr(translator(edges, ex).image)).max() <= 1
+    assert np.abs(_arr(images[1]) - _arr(translator(small, ex).image)).max() <= 1
     stacked = torch.from_numpy(np.stack([edges, edges])).float()[:, None] / 255  # (B, 1, H, W) is a batch
-    assert len(translator(stacked, [ex, ex[::-1].copy()])) == 2
+    assert len(translator(stacked, [ex, ex[::-1].copy()]).images) == 2
     with pytest.raises(ImageInputError, match="2 structure inputs but 3 exemplars"):
         translator([edges, edges], [ex, ex, ex])
 
@@ -80,7 +82,7 @@ def test_batch_and_broadcast(translator, pair):
 @pytest.mark.parametrize("policy, size", [("pad", None), ("resize", None), ("resize", 32), ("resize", (48, 32))])
 def test_size_policies_keep_the_structure_size(translator, pair, policy, size):
     edges, ex = pair
-    result = translator(edges, ex, size_policy=policy, size=size, return_aux=True)
+    result = translator(edges, ex, size_policy=policy, size=size)
     assert isinstance(result, TranslationResult)
     assert result.images[0].size == result.warped[0].size == result.uncor_weight[0].size == (70, 50)
 
@@ -93,7 +95,7 @@ def test_size_arguments_are_checked(translator, pair):
         translator(edges, ex, size_policy="resize", size=30)
     with pytest.raises(ValueError, match="only with size_policy='resize'"):
         translator(edges, ex, size_policy="pad", size=32)
-    assert translator(edges, ex, size=32).size == Image.fromarray(edges).size  # size alone: run at 32x32
+    assert translator(edges, ex, size=32).image.size == Image.fromarray(edges).size  # size alone: run at 32x32
 
 
 # -- auxiliaries -----------------------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ def test_size_arguments_are_checked(translator, pair):
 
 def test_aux_outputs_and_correspondence(translator, pair):
     edges, ex = pair
-    result = translator([edges, edges[:40, :60]], ex, return_aux=True)
+    result = translator([edges, edges[:40, :60]], ex)
     assert len(result.images) == len(result.warped) == len(result.uncor_weight) == 2
     assert result.warped[1].mode == "RGB" and result.warped[1].size == (60, 40)
     assert result.uncor_weight[0].mode == "L"
@@ -123,7 +125,7 @@ def test_correspondence_follows_the_generator_rows(translator, pair):
     """With no padding or resizing, the heat map is the token row upsampled: its peak is the row's argmax."""
     edges, ex = pair
     s, e = edges[:48, :64], ex
-    result = translator(s, e, return_aux=True)
+    result = translator(s, e)
     masked, _ = result.correspondence([(20, 30)])
     gen = translator.generator
     index = gen.point_to_token(torch.tensor([[20.0, 30.0]]), 48, 64)
@@ -164,7 +166,7 @@ def test_bf16_on_cpu_runs_in_bf16_and_returns_float_images(tiny_model, pair):
     fast = Translator.from_pretrained(folder, device="cpu", dtype="bf16")
     assert next(fast.generator.parameters()).dtype == torch.bfloat16
     edges, ex = pair
-    result = fast(edges[:32, :32], ex, return_aux=True)
+    result = fast(edges[:32, :32], ex)
     assert result.image.size == (32, 32)
     masked, full = result.correspondence([(5, 5)])
     assert np.allclose(masked.sum(axis=(1, 2)), 1, atol=1e-3)
@@ -180,8 +182,8 @@ def test_compiled_translator_gives_the_eager_image(pair, tmp_path):
     compiled = Translator.from_pretrained(folder, device="cpu", dtype="fp32", compile="default")
     assert compiled.compile == "default" and hasattr(compiled.generator, "_orig_mod")  # really compiled
     edges, ex = pair
-    got = compiled(edges[:32, :32], ex, return_aux=True)
-    want = translator(edges[:32, :32], ex, return_aux=True)
+    got = compiled(edges[:32, :32], ex)
+    want = translator(edges[:32, :32], ex)
     assert np.abs(_arr(got.image) - _arr(want.image)).max() <= 1
     masked, _ = got.correspondence([(5, 5)])  # the probe runs the eager module beside the compiled one
     assert np.allclose(masked.sum(axis=(1, 2)), 1, atol=1e-3)

@@ -384,7 +384,7 @@ def _run(args: argparse.Namespace, locks: contextlib.ExitStack) -> int:
             if not chunk:
                 continue
             result = translator([c[1] for c in chunk], [c[2] for c in chunk], size_policy=policy,
-                                return_aux=True, batch_size=args.batch_size, size=args.size,
+                                batch_size=args.batch_size, size=args.size,
                                 paste_back=args.paste_back)
             images = result.images
             try:

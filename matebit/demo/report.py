@@ -306,7 +306,7 @@ def real_photos_section(folder: Path) -> str:
         for s_name, e_name in REAL_PAIRS:
             if s_name not in photos or e_name not in photos:
                 continue
-            result = translator(photos[s_name], photos[e_name], from_photo="hed", return_aux=True)
+            result = translator(photos[s_name], photos[e_name], from_photo="hed")
             pair = result.photos[0]
             tiles = {"photo": photos[s_name], "exemplar": photos[e_name], "structure": pair.structure_map,
                      "output": result.image}

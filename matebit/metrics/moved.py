@@ -498,7 +498,7 @@ def evaluate_moved_photos(model: Any, photos: Sequence[LandmarkedPhoto],
         truth, inside = move_points(pb, m, e_img.size)
         size = moved.shape[1], moved.shape[0]
         try:
-            result = translator(s_img, Image.fromarray(moved), from_photo=from_photo, align=align, return_aux=True)
+            result = translator(s_img, Image.fromarray(moved), from_photo=from_photo, align=align)
         except InputError as exc:  # no face found: the pipeline failed on this pair, all its points are misses
             result, failure = None, str(exc).splitlines()[0]
         else:

@@ -182,7 +182,7 @@ def translate_split(translator: Any, data: str | Path, samples: Path, split: str
             exs = [it["exemplar"] for it in items]
             if timing_batch is None:
                 timing_batch = (structs, exs)
-            res = translator(structs, exs, return_aux=True, batch_size=bs)
+            res = translator(structs, exs, batch_size=bs)
             for j, it in enumerate(items):
                 stem, ex_stem, self_ref = it["stem"], it["exemplar_stem"], bool(it["self_ref"])
                 paths = {k: samples / k / f"{stem}.png" for k in rows}

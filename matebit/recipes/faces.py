@@ -307,8 +307,8 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         "```python",
         "from matebit.inference import Translator",
         f"translator = Translator.from_pretrained({recipe.model_name!r})   # shipped name, or this folder",
-        "image = translator('me.jpg', 'portrait.jpg', from_photo='hed')           # the aligned portrait",
-        "pasted = translator('me.jpg', 'portrait.jpg', from_photo='hed', paste_back=True)  # in me.jpg's frame",
+        "image = translator('me.jpg', 'portrait.jpg', from_photo='hed').image     # the aligned portrait",
+        "pasted = translator('me.jpg', 'portrait.jpg', from_photo='hed', paste_back=True).image  # in me.jpg's frame",
         "```",
         "",
         f"`matebit translate --model {recipe.model_name} --from-photo hed --structure me.jpg --exemplar portrait.jpg "
@@ -492,7 +492,7 @@ def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str =
         from matebit.io import open_image
 
         source, photo_name = open_image(photo).convert("RGB"), html.escape(Path(photo).name)
-    result = translator(source, exemplar, from_photo="hed", return_aux=True)
+    result = translator(source, exemplar, from_photo="hed")
     pair = result.photos[0]
     seen = pair.exemplar.resize(result.image.size, Image.BICUBIC)  # the exemplar as the model saw it
     files = {"photo": source, "structure": pair.structure_map.convert("RGB"), "exemplar": seen,

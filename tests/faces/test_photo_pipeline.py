@@ -58,7 +58,7 @@ def _move(image: np.ndarray, angle=14.0, scale=0.85, shift=(30, -18)):
 
 def test_a_point_is_found_where_the_move_puts_it(translator, astronaut):
     moved, m = _move(astronaut)
-    result = translator(Image.fromarray(astronaut), Image.fromarray(moved), from_photo="hed", return_aux=True)
+    result = translator(Image.fromarray(astronaut), Image.fromarray(moved), from_photo="hed")
     assert result.image.size == (128, 128)  # the aligned portrait at the model's size
     lm = find_face(astronaut).landmarks
     points = lm[[36, 39, 42, 45, 30, 33, 48, 54, 57, 8]]
@@ -76,7 +76,7 @@ def test_a_point_is_found_where_the_move_puts_it(translator, astronaut):
 
 
 def test_points_outside_the_aligned_crop_are_refused(translator, astronaut):
-    result = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed", return_aux=True)
+    result = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed")
     with pytest.raises(InputError, match="outside the aligned face crop"):
         result.match([[2, 505]])
     with pytest.raises(InputError, match="outside the 512x512 structure image"):
@@ -84,15 +84,14 @@ def test_points_outside_the_aligned_crop_are_refused(translator, astronaut):
 
 
 def test_paste_back_returns_the_photo_frame(translator, astronaut):
-    out = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed", paste_back=True)
+    out = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed", paste_back=True).image
     assert out.size == (512, 512)
     a = np.asarray(out)
     assert np.array_equal(a[480:, :40], astronaut[480:, :40])  # far from the face, the photo itself
 
 
 def test_align_false_skips_the_alignment(translator, astronaut):
-    result = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed", align=False,
-                        return_aux=True)
+    result = translator(Image.fromarray(astronaut), Image.fromarray(astronaut), from_photo="hed", align=False)
     assert result.photos[0].structure_align is None and result.photos[0].exemplar_align is None
 
 

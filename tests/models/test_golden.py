@@ -96,7 +96,7 @@ def current_translator() -> dict:
     rng = np.random.default_rng(0)
     structure = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
     exemplar = rng.integers(0, 256, (60, 40, 3), dtype=np.uint8)
-    result = Translator(gen, gen.config, device="cpu", dtype="fp32")(structure, exemplar, return_aux=True)
+    result = Translator(gen, gen.config, device="cpu", dtype="fp32")(structure, exemplar)
     return {"size": result.image.size,
             "image": np.asarray(result.image)[20:23, 30:33, 0].tolist(),
             "warped": np.asarray(result.warped[0])[20:23, 30:33, 0].tolist()}

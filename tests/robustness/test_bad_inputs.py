@@ -153,7 +153,7 @@ def _api_translate(structure=None, exemplar=None, model=None):
             _TRANSLATORS[m] = _translator(m)
         s = bad if structure == "bad" else f.structure
         e = bad if exemplar == "bad" else f.exemplar
-        return _TRANSLATORS[m](s, e)
+        return _TRANSLATORS[m](s, e).image
 
     return call
 

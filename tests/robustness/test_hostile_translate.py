@@ -486,11 +486,11 @@ def test_trained_size_is_the_default_and_pad_overrides_it(trained_model, tiny_mo
     seen.clear()
     translator = Translator.from_pretrained(trained_model, device="cpu")
     assert translator.trained_size == 32
-    assert translator(tmp_path / "s.png", ex).size == (100, 80) and seen == [(32, 32)]
+    assert translator(tmp_path / "s.png", ex).image.size == (100, 80) and seen == [(32, 32)]
     seen.clear()
     bare = Translator.from_pretrained(tiny_model, device="cpu")  # a bare ModelConfig: the input's own size
     assert bare.trained_size is None
-    assert bare(tmp_path / "s.png", ex).size == (100, 80) and seen == [(80, 112)]
+    assert bare(tmp_path / "s.png", ex).image.size == (100, 80) and seen == [(80, 112)]
 
 
 def test_a_4000x3000_photo_translates_within_a_minute_with_a_trained_tiny_model(trained_model, tmp_path, capsys):
