@@ -209,12 +209,10 @@ class ProcessorConfig:
     def from_folder(cls, folder: str | os.PathLike) -> "ProcessorConfig":
         """The folder's `preprocessor_config.json`; without one, the settings its card's front matter records."""
         path = Path(folder) / PROCESSOR_FILE
-        if path.is_file():
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"{path}: cannot read ({exc})") from None
-            return cls.from_json(text, str(path))
+        if path.exists() or path.is_symlink():
+            from matebit.io import read_text
+
+            return cls.from_json(read_text(path, error=InputError), str(path))
         from matebit.weights import read_card_meta
 
         meta = read_card_meta(folder)
@@ -321,13 +319,7 @@ class ImageProcessor:
         # The recipe ran HED on the crop at hed_size and resized the map; other converters run at the model's size.
         work = self.config.hed_size if from_photo == "hed" and self.config.hed_size else side
         aligned = find_face(np.asarray(photo), name, warn=warn).align(self.config.align, work, np.asarray(photo))
-        if from_photo == "hed" and self.config.hed_size:
-            from matebit.convert.hed import hed
-
-            s_map = hed(aligned.crop, max_side=work, size=(side, side))
-        else:
-            s_map = self.convert(aligned.crop.resize((side, side), Image.LANCZOS), from_photo)
-        return s_map, aligned.resized(side)
+        return self.convert(aligned.crop, from_photo, side), aligned.resized(side)
 
     def exemplar(self, photo: Image.Image, align: bool | None = None, name: str = "exemplar",
                  warn=None) -> tuple[Image.Image, Any]:
