@@ -28,7 +28,7 @@ from pathlib import Path
 from matebit.config import COMPILE_MODES
 from matebit.errors import InputError, NotWritableError, PathError, UserError, first_line
 from matebit.io import (IMAGE_EXTENSIONS, FolderLock, atomic_write, check_outputs, clean_temp_files, list_images,
-                        missing_reason, read_text, real_path)
+                        missing_reason, read_text)
 
 DEFAULT_MAX_SIZE = 1024
 
@@ -259,13 +259,9 @@ def plan(args: argparse.Namespace, locks: contextlib.ExitStack | None = None) ->
     for s, e in pairs:
         inputs.setdefault(s, "a structure map")
         inputs.setdefault(e, "an exemplar")
-    check_outputs(out_folders=folders, in_folders=in_folders)
-    for flag, folder in folders.items():  # e.g. a pairs list naming files in the output folder
-        real_files = {real_path(folder / f"{n}.png"): folder / f"{n}.png" for n in names}
-        for p, what in inputs.items():
-            hit = real_files.get(real_path(p))
-            if hit is not None:
-                raise InputError(f"{hit}: {flag} would overwrite the input {p} ({what}); choose another {flag}")
+    # Every file the batch writes, apart from every input (e.g. a pairs list naming files in the output folder).
+    check_outputs([(flag, folder / f"{n}.png") for flag, folder in folders.items() for n in names], inputs,
+                  out_folders=folders, in_folders=in_folders)
     for flag, folder in folders.items():
         _writable_folder(folder)
         if locks is not None:  # held until the batch ends: a second batch here would take the first one's files
