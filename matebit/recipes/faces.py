@@ -350,6 +350,16 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         recipe.command(),
         "```",
         "",
+    ]
+    extra = [f"`{flag} {value}`" for flag, value in (("--backdrops", recipe.backdrops),
+                                                     ("--people-info", recipe.people_info))
+             if value] + [f"`--eval-photos {p}`" for p in recipe.eval_photos]
+    if extra:
+        lines += ["Besides the London set the command reads " + ", ".join(extra) + ": files of the set's public "
+                  "source, https://github.com/debruine/webmorphR.stim (Pixabay photos in `inst/rainbow`, the 3D.sk "
+                  "portraits in `inst/3dsk`, used to evaluate only, the set's information file as "
+                  "`data-raw/london_info.csv`).", ""]
+    lines += [
         f"Preset `{recipe.preset}`: base width {m.base_channels}, feature channels {m.feature_channels}, "
         f"{m.n_mat_blocks} MAT blocks ({m.correspondence} correspondence, mask {m.mask}), spectral norm "
         f"{m.spectral_norm}. Loss recipe `{loss.recipe}`, " + _loss_network(loss)
