@@ -231,12 +231,8 @@ def _held_out(data: str) -> list[str]:
 
 
 def _moved_photos(args: argparse.Namespace) -> int:
-    import json
-
     from matebit.inference import Translator, resolve_device
-    from matebit.io import atomic_write_bytes
-    from matebit.metrics.moved import (PhotoMovedSettings, evaluate_moved_photos, format_photo_draws,
-                                       landmarked_photos, summarise_photo_draws)
+    from matebit.metrics.moved import format_photo_draws, landmarked_photos, run_photo_draws
 
     if not (args.model and args.out):
         raise InputError("`matebit eval moved --photos DIR` needs --model DIR|NAME and --out DIR")
@@ -250,18 +246,11 @@ def _moved_photos(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     photos = landmarked_photos(args.photos, _held_out(args.held_out) if args.held_out else None)
     translator = Translator.from_pretrained(args.model, device=str(resolve_device(args.device)), dtype="fp32")
-    out.mkdir(parents=True, exist_ok=True)
-    draws = []
-    for i, seed in enumerate(seeds):
-        draws.append(evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=args.pairs, seed=seed),
-                                           from_photo=args.from_photo, align=False if args.no_align else None,
-                                           figure=out / "pairs.png" if i == 0 else None))
-    summary = summarise_photo_draws(draws)
-    data = {"model": str(args.model), "photos": str(args.photos), "held_out": args.held_out, "seeds": seeds,
-            "n_photos": len(photos), "summary": summary, "draws": draws}
-    atomic_write_bytes(out / "moved-photos.json", (json.dumps(data, indent=1) + "\n").encode())
-    table = format_photo_draws(summary, markdown=True)
-    atomic_write_bytes(out / "moved-photos.md", ("# Moved-exemplar evaluation on photos\n\n" + table + "\n").encode())
+    info = {"model": str(args.model), "photos": str(args.photos), "held_out": args.held_out,
+            "from_photo": args.from_photo, "align": not args.no_align}
+    data = run_photo_draws(translator, photos, seeds, args.pairs, out, info, from_photo=args.from_photo,
+                           align=False if args.no_align else None)
+    summary = data["summary"]
     print(format_photo_draws(summary))
     print(f"wrote {out / 'moved-photos.json'}, {out / 'moved-photos.md'} and {out / 'pairs.png'}")
     return 0
@@ -320,7 +309,7 @@ def main(args: argparse.Namespace) -> int:
     from matebit.inference import resolve_device
     from matebit.io import atomic_write_bytes
     from matebit.metrics.evalset import EvalSet
-    from matebit.metrics.evaluate import evaluate, select_metrics
+    from matebit.metrics.evaluate import evaluate
     from matebit.metrics.registry import report_markdown
 
     out = Path(args.out)

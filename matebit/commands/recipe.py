@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-pairs", type=int, default=40, help="moved pairs per draw (default %(default)s)")
     p.add_argument("--eval-seeds", default="0,1,2,3,4", metavar="LIST",
                    help="pair draws, reported as mean and sd (default %(default)s)")
+    p.add_argument("--select-seeds", default="100,101", metavar="LIST|none",
+                   help="pair draws on which the kept checkpoints are compared, the best shipped (default "
+                        "%(default)s; none: the last step)")
     p.add_argument("--eval-photos", action="append", default=[], metavar="DIR",
                    help="also score the model on these photos (landmark files beside them: NAME.json or NAME.tem)")
     p.add_argument("--people-info", metavar="CSV",
@@ -63,6 +66,8 @@ def main(args: argparse.Namespace) -> int:
                         val_identities=args.val_identities, seed=args.seed, hed_size=args.hed_size,
                         eval_pairs=args.eval_pairs, eval_seeds=tuple(parse_seeds(args.eval_seeds, '--eval-seeds')), eval_photos=list(args.eval_photos),
                         people_info=args.people_info, name=args.name, data=args.data,
-                        variants=args.variants, backdrops=args.backdrops)
+                        variants=args.variants, backdrops=args.backdrops,
+                        select_seeds=() if args.select_seeds == "none" else tuple(parse_seeds(args.select_seeds,
+                                                                                             "--select-seeds")))
     run_face_recipe(recipe, progress=not args.no_progress, device=args.device)
     return 0

@@ -610,6 +610,28 @@ def summarise_photo_draws(draws: Sequence[dict]) -> dict:
             "failed_pairs": int(sum(d.get("failed_pairs", 0) for d in draws))}
 
 
+def run_photo_draws(translator: Any, photos: Sequence[LandmarkedPhoto], seeds: Sequence[int], pairs: int,
+                    out: str | Path, info: dict | None = None, progress: bool = True, **options: Any) -> dict:
+    """`evaluate_moved_photos` over several pair draws (one per seed): writes `moved-photos.json` (every draw, the
+    summary, `info` and where it ran), `moved-photos.md` and the first draw's `pairs.png` into `out`; returns the
+    JSON's content. `options` go to `evaluate_moved_photos` (from_photo, align)."""
+    from matebit.io import atomic_write_bytes
+    from matebit.metrics.registry import run_environment
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    draws = [evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=pairs, seed=seed), progress=progress,
+                                   figure=out / "pairs.png" if i == 0 else None, **options)
+             for i, seed in enumerate(seeds)]
+    summary = summarise_photo_draws(draws)
+    data = {**(info or {}), "seeds": list(seeds), "n_photos": len(photos), "environment": run_environment(),
+            "summary": summary, "draws": draws}
+    atomic_write_bytes(out / "moved-photos.json", (json.dumps(data, indent=1) + "\n").encode())
+    table = format_photo_draws(summary, markdown=True)
+    atomic_write_bytes(out / "moved-photos.md", ("# Moved-exemplar evaluation on photos\n\n" + table + "\n").encode())
+    return data
+
+
 def format_photo_draws(summary: dict, markdown: bool = False) -> str:
     """The summary of `summarise_photo_draws` as a table: mean ± sd over the draws."""
     from matebit.io import format_table

@@ -32,6 +32,7 @@ __all__ = [
     "report_markdown",
     "pck_table",
     "library_versions",
+    "run_environment",
 ]
 
 
@@ -137,6 +138,23 @@ def library_versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "matebit": getattr(matebit, "__version__", "unknown"),
     }
+
+
+def run_environment() -> dict[str, Any]:
+    """What a results file records of where it was measured: library versions, CPU model, torch's thread count."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {**library_versions(), "python": platform.python_version(), "cpu": cpu,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def compute_metric(name: str, items: Any, run: str = "", **opts: Any) -> MetricResult:

@@ -5,8 +5,10 @@
 1. prepare (cached): `matebit.data.faces.prepare_faces` into OUT/data (images, HED maps, landmarks, identity split);
 2. train: `matebit.train.train` with the preset at --size into OUT/run (resumed when OUT/run has checkpoints, so a
    rerun continues or, when finished, only re-evaluates);
-3. evaluate on the validation identities with the moved-exemplar protocol (`matebit.metrics.moved`) into OUT/eval;
-4. write OUT/model: the trained weights and config with a model card that states the data, the split, the command,
+3. choose, among the checkpoints the run kept, the one whose correspondence scores best on the validation identities
+   (PCK@0.05 of the photo protocol on pair draws of their own, `--select-seeds`), then evaluate it on the
+   validation identities and on any --eval-photos sets with the reported draws, into OUT/eval;
+4. write OUT/model: the chosen weights and config with a model card that states the data, the split, the command,
    the config, the measured figures, the limits and the attribution. Ship it with `matebit export OUT/model NAME`.
 
 `matebit demo --faces` (`faces_demo` below) translates scikit-image's astronaut with a shipped face model.
@@ -70,6 +72,9 @@ class FaceRecipe:
     data: str | None = None  # where the prepared folder goes (default OUT/data)
     variants: int = 8  # versions of each aligned training photo (matebit.data.portraits)
     backdrops: str | None = None  # a folder of extra backdrop images
+    # Pair draws on which the kept checkpoints are compared (other pairs and moves than eval_seeds'); () ships the
+    # last step.
+    select_seeds: tuple[int, ...] = (100, 101)
 
     @property
     def model_name(self) -> str:
@@ -89,7 +94,9 @@ class FaceRecipe:
                                      ("--eval-seeds", ",".join(map(str, self.eval_seeds)), "0,1,2,3,4"),
                                      ("--people-info", self.people_info, None), ("--name", self.name, None),
                                      ("--data", self.data, None), ("--variants", self.variants, 8),
-                                     ("--backdrops", self.backdrops, None)):
+                                     ("--backdrops", self.backdrops, None),
+                                     ("--select-seeds", ",".join(map(str, self.select_seeds)) or "none",
+                                      "100,101")):
             if value != default:
                 parts += [flag, str(value)]
         for item in self.eval_photos:
@@ -181,7 +188,10 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
     # The model folder the translator reads: the run's weights and config with the recipe's image processor.
     processor = ProcessorConfig("hed", recipe.hed_size or default_hed_size(recipe.size), FaceTemplate())
     atomic_write_bytes(run / "model" / PROCESSOR_FILE, processor.to_json().encode())
-    translator = Translator.from_pretrained(run / "model", device=device, dtype="fp32")
+    selection = _choose_checkpoint(recipe, run, out / "select", processor, prepared.val_identities, device,
+                                   progress, log)
+    chosen = Path(selection["folder"]) if selection else run / "model"
+    translator = Translator.from_pretrained(chosen, device=device, dtype="fp32")
     sets = {"london-held-out": (Path(recipe.src) / "neutral", prepared.val_identities)}
     for folder in recipe.eval_photos:
         sets[Path(folder).name] = (Path(folder), None)
@@ -194,34 +204,67 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
     from matebit.io import atomic_directory
 
     stats = {"steps": trainer.step, "images_per_s": _training_speed(run), "batch": cfg.train.batch_size,
-             "this_call_seconds": train_seconds}
+             "this_call_seconds": train_seconds, "selection": selection}
     card = face_card(recipe, cfg, prepared, reports, stats)
     with atomic_directory(out / "model") as tmp:
-        for name in ("model.safetensors", "config.json", PROCESSOR_FILE):
-            shutil.copy2(run / "model" / name, tmp / name)
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy2(chosen / name, tmp / name)
+        shutil.copy2(run / "model" / PROCESSOR_FILE, tmp / PROCESSOR_FILE)
         (tmp / "README.md").write_text(card, encoding="utf-8")
     log(f"done: {out / 'model'} (card: {out / 'model' / 'README.md'}); ship it with "
         f"`matebit export {out / 'model'} {recipe.model_name}`")
     return RecipeResult(out / "model", data, run, eval_dir, reports, train_seconds, trainer.step)
 
 
+def _choose_checkpoint(recipe: FaceRecipe, run: Path, out: Path, processor: Any, identities: list[str],
+                       device: str, progress: bool, log) -> dict | None:
+    """Score each checkpoint the run kept on the held-out people (PCK@0.05 of the photo protocol over the
+    `select_seeds` draws) and return the table with the best one's model folder; None when selection is off.
+
+    Why: late in the schedule the correspondence of this recipe can drift while the images still improve, so the
+    last step is not always the best matcher; the choice uses its own pair draws, not the reported ones."""
+    from matebit.checkpoint import checkpoint_dir, load_config, load_pretrained, load_tensors, save_pretrained
+    from matebit.image_processor import PROCESSOR_FILE
+    from matebit.inference import Translator
+    from matebit.metrics.moved import PhotoMovedSettings, evaluate_moved_photos, landmarked_photos
+
+    found = sorted(checkpoint_dir(run).glob("step-*.safetensors"))
+    if not recipe.select_seeds or len(found) < 2:
+        return None
+    log(f"      choosing among {len(found)} kept checkpoints by PCK@0.05 on the held-out people (pair draws "
+        f"{', '.join(map(str, recipe.select_seeds))})")
+    photos = landmarked_photos(Path(recipe.src) / "neutral", identities)
+    cfg = load_config(run / "model")
+    generator, _ = load_pretrained(run / "model")
+    scores = []
+    for path in found:
+        tensors, meta = load_tensors(path)
+        generator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")}, strict=True)
+        folder = out / path.stem
+        save_pretrained(folder, generator, cfg, card=f"Checkpoint {path.name} of {run}, for the recipe's choice.")
+        (folder / PROCESSOR_FILE).write_text(processor.to_json(), encoding="utf-8")
+        translator = Translator.from_pretrained(folder, device=device, dtype="fp32")
+        pcks = [evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=recipe.eval_pairs, seed=seed),
+                                      progress=progress)["rows"]["MATEBIT (masked rows)"]["pck@0.05"]
+                for seed in recipe.select_seeds]
+        scores.append({"step": int(meta["step"]), "folder": str(folder), "pck@0.05": sum(pcks) / len(pcks)})
+        log(f"      step {meta['step']}: PCK@0.05 {scores[-1]['pck@0.05']:.3f}")
+    best = max(scores, key=lambda r: (r["pck@0.05"], r["step"]))
+    selection = {"seeds": list(recipe.select_seeds), "pairs": recipe.eval_pairs, "checkpoints": scores,
+                 "step": best["step"], "folder": best["folder"]}
+    (out / "selection.json").write_text(json.dumps(selection, indent=1) + "\n", encoding="utf-8")
+    log(f"      chosen: step {best['step']}")
+    return selection
+
+
 def _evaluate_photos(translator: Any, folder: Path, identities: Any, recipe: FaceRecipe, out: Path,
                      progress: bool) -> dict:
     """The photo protocol (`matebit eval moved --photos`) over the recipe's pair draws; writes and returns its JSON."""
-    from matebit.io import atomic_write_bytes
-    from matebit.metrics.moved import (PhotoMovedSettings, evaluate_moved_photos, landmarked_photos,
-                                       summarise_photo_draws)
+    from matebit.metrics.moved import landmarked_photos, run_photo_draws
 
     photos = landmarked_photos(folder, identities)
-    out.mkdir(parents=True, exist_ok=True)
-    draws = [evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=recipe.eval_pairs, seed=seed),
-                                   progress=progress, figure=out / "pairs.png" if i == 0 else None)
-             for i, seed in enumerate(recipe.eval_seeds)]
-    data = {"model": recipe.model_name, "photos": str(folder), "identities": identities, "seeds":
-            list(recipe.eval_seeds), "n_photos": len(photos), "summary": summarise_photo_draws(draws),
-            "draws": draws}
-    atomic_write_bytes(out / "moved-photos.json", (json.dumps(data, indent=1) + "\n").encode())
-    return data
+    info = {"model": recipe.model_name, "photos": str(folder), "identities": identities}
+    return run_photo_draws(translator, photos, recipe.eval_seeds, recipe.eval_pairs, out, info, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,6 +334,14 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
                            f"draws of {held['pairs_per_draw']} moved pairs; identity guess "
                            f"{_row(held, 'identity guess')}, alignment alone {_row(held, 'alignment guess')})"),
     }
+    for name, rep in reports.items():
+        if name != "london-held-out":
+            r = rep["summary"]
+            front[f"moved_pck_0.05_{name}"] = (f"{_row(r, 'MATEBIT (masked rows)')} on {name} photos, never trained on "
+                                               f"({r['draws']} draws of {r['pairs_per_draw']} moved pairs; alignment "
+                                               f"alone {_row(r, 'alignment guess')})")
+    if stats.get("selection"):
+        front["step"] = stats["selection"]["step"]
     speed = stats.get("images_per_s")
     train_min = stats["steps"] * stats["batch"] / speed / 60 if speed else None
     people = _people(recipe.people_info, prepared.train_identities + prepared.val_identities)
@@ -373,6 +424,16 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         + (f" at a median {speed:.1f} training images/s, about {_duration(train_min * 60)} of training"
            if speed else "") + " on the machine it ran on (see the project's benchmarks/README.md for speeds).",
         "",
+    ]
+    sel = stats.get("selection")
+    if sel:
+        table = ", ".join(f"step {r['step']} {r['pck@0.05']:.3f}" for r in sel["checkpoints"])
+        lines += [f"These weights are step {sel['step']}: of the checkpoints the run kept, the one with the best "
+                  f"PCK@0.05 on the held-out people over pair draws of their own (seeds "
+                  f"{', '.join(map(str, sel['seeds']))}, {sel['pairs']} pairs each; other pairs and moves than the "
+                  f"figures below): {table}. The held-out people's figures below are therefore not independent of "
+                  f"that choice; the other sets' are.", ""]
+    lines += [
         "## Third-party weights it depends on",
         "",
         "Structure maps and the perceptual loss use HED (Xie and Tu, ICCV 2015) with the BSDS500 weights shipped in the "
@@ -470,7 +531,6 @@ def faces_demo(out: str | Path, exemplar: str | Path | None = None, model: str =
     result pasted back into the photo's own frame. Writes the PNGs and index.html into `out`; returns their paths."""
     import html
 
-    import numpy as np
     from PIL import Image
 
     from matebit.errors import CheckpointError, MissingPathError
