@@ -56,7 +56,7 @@ SOURCE = {
 }
 ATTRIBUTION = ("Face Research Lab London Set, Lisa DeBruine and Benedict Jones (2017), figshare, "
                "doi 10.6084/m9.figshare.5047666.v5, licensed CC BY 4.0 "
-               "(https://creativecommons.org/licenses/by/4.0/); centre-cropped, resized and converted to edge maps.")
+               "(https://creativecommons.org/licenses/by/4.0/); aligned, resized, re-coloured and converted to edge maps.")
 EXPRESSIONS = ("neutral", "smiling")
 StructureKind = Literal["hed", "canny"]
 _SETTINGS_FILE = ".prepare-settings.json"  # the image settings of the cached files, written before any of them

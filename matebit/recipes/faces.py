@@ -191,13 +191,16 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
     selection = _choose_checkpoint(recipe, run, out / "select", processor, prepared.val_identities, device,
                                    progress, log)
     chosen = Path(selection["folder"]) if selection else run / "model"
+    from matebit.weights import file_sha256
+
+    weights_id = selection["weights_sha256"] if selection else file_sha256(run / "model" / "model.safetensors")
     translator = Translator.from_pretrained(chosen, device=device, dtype="fp32")
     sets = {"london-held-out": (Path(recipe.src) / "neutral", prepared.val_identities)}
     for folder in recipe.eval_photos:
         sets[Path(folder).name] = (Path(folder), None)
     reports = {}
     for name, (folder, ids) in sets.items():
-        reports[name] = _evaluate_photos(translator, folder, ids, recipe, eval_dir / name, progress)
+        reports[name] = _evaluate_photos(translator, weights_id, folder, ids, recipe, eval_dir / name, progress)
         log(f"{name}:\n{format_photo_draws(reports[name]['summary'])}")
 
     log(f"[4/4] model folder and card -> {out / 'model'}")
@@ -227,6 +230,7 @@ def _choose_checkpoint(recipe: FaceRecipe, run: Path, out: Path, processor: Any,
     from matebit.image_processor import PROCESSOR_FILE
     from matebit.inference import Translator
     from matebit.metrics.moved import PhotoMovedSettings, evaluate_moved_photos, landmarked_photos
+    from matebit.weights import file_sha256
 
     found = sorted(checkpoint_dir(run).glob("step-*.safetensors"))
     if not recipe.select_seeds or len(found) < 2:
@@ -236,6 +240,10 @@ def _choose_checkpoint(recipe: FaceRecipe, run: Path, out: Path, processor: Any,
     photos = landmarked_photos(Path(recipe.src) / "neutral", identities)
     cfg = load_config(run / "model")
     generator, _ = load_pretrained(run / "model")
+    # A rerun reuses the score of weights already scored with the same draws (a finished recipe re-runs in seconds).
+    before = _read_json(out / "selection.json")
+    same_draws = before.get("seeds") == list(recipe.select_seeds) and before.get("pairs") == recipe.eval_pairs
+    known = {r.get("weights_sha256"): r["pck@0.05"] for r in before.get("checkpoints", [])} if same_draws else {}
     scores = []
     for path in found:
         tensors, meta = load_tensors(path)
@@ -243,28 +251,50 @@ def _choose_checkpoint(recipe: FaceRecipe, run: Path, out: Path, processor: Any,
         folder = out / path.stem
         save_pretrained(folder, generator, cfg, card=f"Checkpoint {path.name} of {run}, for the recipe's choice.")
         (folder / PROCESSOR_FILE).write_text(processor.to_json(), encoding="utf-8")
-        translator = Translator.from_pretrained(folder, device=device, dtype="fp32")
-        pcks = [evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=recipe.eval_pairs, seed=seed),
-                                      progress=progress)["rows"]["MATEBIT (masked rows)"]["pck@0.05"]
-                for seed in recipe.select_seeds]
-        scores.append({"step": int(meta["step"]), "folder": str(folder), "pck@0.05": sum(pcks) / len(pcks)})
-        log(f"      step {meta['step']}: PCK@0.05 {scores[-1]['pck@0.05']:.3f}")
+        # The checkpoint's own bytes identify the weights (a written checkpoint never changes; a re-saved folder's
+        # bytes need not be the same from one save to the next).
+        digest = file_sha256(path)
+        if digest in known:
+            pck, how = known[digest], " (scored before)"
+        else:
+            translator = Translator.from_pretrained(folder, device=device, dtype="fp32")
+            pcks = [evaluate_moved_photos(translator, photos, PhotoMovedSettings(pairs=recipe.eval_pairs, seed=seed),
+                                          progress=progress)["rows"]["MATEBIT (masked rows)"]["pck@0.05"]
+                    for seed in recipe.select_seeds]
+            pck, how = sum(pcks) / len(pcks), ""
+        scores.append({"step": int(meta["step"]), "folder": str(folder), "weights_sha256": digest, "pck@0.05": pck})
+        log(f"      step {meta['step']}: PCK@0.05 {pck:.3f}{how}")
     best = max(scores, key=lambda r: (r["pck@0.05"], r["step"]))
     selection = {"seeds": list(recipe.select_seeds), "pairs": recipe.eval_pairs, "checkpoints": scores,
-                 "step": best["step"], "folder": best["folder"]}
+                 "step": best["step"], "folder": best["folder"], "weights_sha256": best["weights_sha256"]}
     (out / "selection.json").write_text(json.dumps(selection, indent=1) + "\n", encoding="utf-8")
     log(f"      chosen: step {best['step']}")
     return selection
 
 
-def _evaluate_photos(translator: Any, folder: Path, identities: Any, recipe: FaceRecipe, out: Path,
-                     progress: bool) -> dict:
-    """The photo protocol (`matebit eval moved --photos`) over the recipe's pair draws; writes and returns its JSON."""
+def _evaluate_photos(translator: Any, weights_id: str, folder: Path, identities: Any, recipe: FaceRecipe,
+                     out: Path, progress: bool) -> dict:
+    """The photo protocol (`matebit eval moved --photos`) over the recipe's pair draws; writes and returns its JSON
+    (reused when these weights, `weights_id`, were already scored with these draws)."""
     from matebit.metrics.moved import landmarked_photos, run_photo_draws
 
+    info = {"model": recipe.model_name, "weights_sha256": weights_id, "photos": str(folder),
+            "identities": identities}
+    before = _read_json(out / "moved-photos.json")
+    if all(before.get(k) == v for k, v in info.items()) and before.get("seeds") == list(recipe.eval_seeds) \
+            and before.get("summary", {}).get("pairs_per_draw") == recipe.eval_pairs:
+        return before  # these weights were scored with these draws: a rerun reuses it
     photos = landmarked_photos(folder, identities)
-    info = {"model": recipe.model_name, "photos": str(folder), "identities": identities}
     return run_photo_draws(translator, photos, recipe.eval_seeds, recipe.eval_pairs, out, info, progress=progress)
+
+
+def _read_json(path: Path) -> dict:
+    """A results file the recipe wrote before, or {} (none, or unreadable: then it is simply recomputed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,7 +412,8 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         f"photos, {recipe.variants - 1} more versions with another backdrop (a smooth colour field, or a blurred cut of "
         "scikit-image's public-domain sample images"
         + (f" and of the images in `{Path(recipe.backdrops).name}`" if recipe.backdrops else "")
-        + "), re-dyed clothes, other white balance, exposure and contrast, another framing (zoom 0.8-1.25, roll, "
+        + "), re-dyed clothes, often another skin tone, other white balance, exposure and contrast, another framing "
+        "(zoom 0.8-1.25, roll, "
         "shift, sometimes a tight crop padded as a selfie's) and sometimes JPEG or blur "
         "(`matebit/data/portraits.py`); each version's HED map is made from that version.",
         "",

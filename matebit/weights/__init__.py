@@ -298,7 +298,7 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
             raise InputError(f"{name}: the weights take {mb:.1f} MB in {dtype}, over the {max_mb:g} MB a shipped "
                              f"model may take; ship a smaller model")
         front["file_mb"] = f"{mb:.2f} (MB, 10^6 bytes)"
-        front["sha256"] = _sha256(tmp / "model.safetensors")
+        front["sha256"] = file_sha256(tmp / "model.safetensors")
         (tmp / "config.json").write_text(config_text, encoding="utf-8")
         if processor_text is not None:
             (tmp / PROCESSOR_FILE).write_text(processor_text, encoding="utf-8")
@@ -306,7 +306,7 @@ def export_model(model_dir: str | Path, name: str, dtype: str = "fp16", card: st
     return target
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()

@@ -3,6 +3,7 @@ colour shifts, so that faces are found and aligned), `matebit export` of its mod
 demo --faces` with it. Tiny sizes and a few steps: this checks the plumbing, not the model."""
 
 import json
+from pathlib import Path
 
 import pytest
 from faces_helpers import needs_hed
@@ -16,7 +17,8 @@ from matebit.recipes.faces import FaceRecipe, recipe_config
 pytestmark = needs_hed
 
 RECIPE = ["--preset", "demo", "--size", "32", "--steps", "2", "--val-identities", "2", "--hed-size", "64",
-          "--variants", "2", "--eval-pairs", "2", "--eval-seeds", "0,1", "--no-progress"]
+          "--variants", "2", "--eval-pairs", "2", "--eval-seeds", "0,1", "--no-progress",
+          "--set", "train.checkpoint_every=1", "--select-seeds", "100"]  # two checkpoints to choose from
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,12 @@ def test_recipe_writes_data_run_eval_and_a_card(recipe_run, astronaut_london):
                  "no pretrained loss network", "self-warp matching 1.0 (not in the paper)"):
         assert text in card, text
     assert "State the licence" not in card  # no placeholder left
+    # The shipped weights are the chosen checkpoint's, and the card says which and why.
+    selection = json.loads((out / "select" / "selection.json").read_text())
+    assert [r["step"] for r in selection["checkpoints"]] == [1, 2] and selection["seeds"] == [100]
+    assert meta["step"] == str(selection["step"]) and f"These weights are step {selection['step']}" in card
+    chosen = Path(selection["folder"]) / "model.safetensors"
+    assert (out / "model" / "model.safetensors").read_bytes() == chosen.read_bytes()
 
 
 def test_rerun_reuses_data_and_the_finished_run(recipe_run, astronaut_london, capsys):
