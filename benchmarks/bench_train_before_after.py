@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     base = dict(baseline=args.baseline, baseline_tree=str(before), preset=args.preset, size=args.size,
                 batch=args.batch)
-    name = f"{args.preset}-{args.baseline}" if args.check_steps or args.same_harness else args.preset
+    stem = f"{args.preset}-{args.baseline}" if args.check_steps or args.same_harness else args.preset
     ok = True
     if args.check_steps:
         found, ok = check(args, trees, configs[0][1])
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
                         step="bench_train.py: one G + D iteration on a random batch, random stand-in loss networks",
                         flops_counter="torch.utils.flop_counter.FlopCounterMode, one step (forward and backward)",
                         **found)
-        print("wrote", write_json(f"train-check-{name}", device, record, args.out))
+        print("wrote", write_json(f"train-check-{stem}", device, record, args.out))
     if not args.rounds:
         return 0 if ok else 1
     harness = REPO if args.same_harness else None
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                     harness="this checkout's bench_train.py" if harness else "each tree's own bench_train.py",
                     step="bench_train.py: one G + D iteration on a random batch, random stand-in loss networks",
                     results=rows)
-    print("wrote", write_json(f"train-before-after-{name}", device, record, args.out))
+    print("wrote", write_json(f"train-before-after-{stem}", device, record, args.out))
     return 0 if ok else 1
 
 

@@ -35,7 +35,8 @@ FACE_MODEL = "faces-hed-128"  # the shipped face model `matebit demo --faces` us
 INTENDED_USE = (
     "Exemplar-based portrait translation for research, teaching and creative work: give a portrait photo (its HED edge "
     "map is made for you) and another portrait whose colours, light, backdrop and clothes the output should take. It "
-    "runs offline on a CPU in about a second per portrait.")
+    "runs offline on a CPU; the project's benchmarks/bench_face_pipeline.py times the whole pipeline (face "
+    "detection, alignment, HED and the model) on the machine at hand, and benchmarks/README.md gives its figures.")
 OUT_OF_SCOPE = (
     "Identifying, verifying or recognising people; the output is not the structure's person, nor the exemplar's. "
     "Making images of real people that could deceive (e.g. passed off as photographs of them) or used against them. "
@@ -513,7 +514,8 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         f"> {ATTRIBUTION}",
         "",
         "Backdrop images used in training: scikit-image's sample images (public domain / CC0)"
-        + (f" and `{Path(recipe.backdrops).name}`" if recipe.backdrops else "") + ".",
+        + (f" and the images of `{Path(recipe.backdrops).name}` (for webmorphR.stim's `rainbow`: Pixabay photos under "
+           f"the Pixabay License, free to use without attribution)" if recipe.backdrops else "") + ".",
         "",
     ]
     return card_front_matter(front) + "\n" + "\n".join(lines)
