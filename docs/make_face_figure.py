@@ -1,7 +1,7 @@
 """The README's face figure: real photos of different framing and backdrop, each with an exemplar, through the
 default pipeline of `matebit translate --from-photo hed` (face alignment, HED, the shipped face model, paste-back).
 
-    python docs/make_face_figure.py --out docs/images/faces-real.png \
+    python docs/make_face_figure.py --out docs/images/faces-real.jpg \
         --pair astronaut hopper --pair PHOTO.jpg EXEMPLAR.jpg ...
 
 `astronaut` is scikit-image's public-domain photo (NASA) and `hopper` the public-domain portrait of Grace Hopper
