@@ -55,7 +55,7 @@ def _model_size(directory: Path, default: int) -> int:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from matebit.demo.benchmark import (
+    from matebit.metrics.moved.synthetic import (
         BENCH_SEED,
         QualityReport,
         aggregate,

@@ -5,7 +5,7 @@ JSON lines and lay them out as the paper's Table 1 / Table 2 in Markdown.
   matebit eval --model NAME|DIR --data DIR --out DIR       translate the val pairs, save PNG samples, evaluate
   matebit eval report A.jsonl B.jsonl [--out table.md]    Markdown table from result files
   matebit eval moved --model NAME|DIR --data DIR --out DIR [--pairs N] [--seed S]
-                                                          the moved-exemplar protocol (matebit/metrics/moved.py):
+                                                          the moved-exemplar protocol (matebit/metrics/moved/):
                                                           validation pairs of different people, the exemplar moved
                                                           by a known similarity transform, exact landmark truth
   matebit eval moved --model NAME --photos DIR --out DIR [--held-out DATA] [--seeds 0,1,2]

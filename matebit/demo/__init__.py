@@ -1,2 +1,2 @@
-"""The demo and its synthetic benchmark: `benchmark` scores a generator on held-out synthetic pairs with exact
-ground truth; `report` trains the small demo model and writes the HTML report (`matebit demo`)."""
+"""The demo: `report` trains the small demo model on synthetic faces, scores it with the synthetic source of the
+moved-exemplar protocol (`matebit.metrics.moved.synthetic`) and writes the HTML report (`matebit demo`)."""

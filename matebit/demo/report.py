@@ -163,7 +163,7 @@ class Report:
 
 
 def _metrics_html(rows: dict[str, dict[str, float]]) -> str:
-    from matebit.demo.benchmark import table_cells
+    from matebit.metrics.moved.synthetic import table_cells
 
     head, body = table_cells(rows)
     head_html = "".join(f"<th>{html.escape(c)}</th>" for c in head)
@@ -336,7 +336,7 @@ def real_photos_section(folder: Path) -> str:
 def run_demo(out: Path, settings: DemoSettings, progress: bool = True, echo=print,
              threads: int | None = None) -> dict:
     """The whole demo; returns paths, rows and timings (also written to out/quality.json)."""
-    from matebit.demo.benchmark import evaluate_generator, format_table, write_json
+    from matebit.metrics.moved.synthetic import evaluate_generator, format_table, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

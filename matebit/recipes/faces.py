@@ -475,7 +475,7 @@ def face_card(recipe: FaceRecipe, cfg: Any, prepared: Any, reports: dict[str, di
         "",
         "## Measured",
         "",
-        "Moved-exemplar protocol on photos (`matebit eval moved --photos`, matebit/metrics/moved.py): the structure "
+        "Moved-exemplar protocol on photos (`matebit eval moved --photos`, matebit/metrics/moved/): the structure "
         "is a photo of person a as given; the exemplar a photo of another person b under a seeded random similarity "
         "move in its own frame (rotation up to 20 degrees, zoom 0.8-1.2, shift up to 12% of the side), so the "
         "pipeline must find and align both faces; b's landmarks moved the same way are the truth. PCK: share of a's "

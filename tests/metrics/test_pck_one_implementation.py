@@ -1,4 +1,4 @@
-"""One PCK for every command (issue 13): `matebit eval` and `matebit bench quality` score the same rows the same way."""
+"""One PCK for every command: `matebit eval` and `matebit bench quality` score the same rows the same way."""
 
 import json
 
@@ -10,7 +10,7 @@ from PIL import Image
 from matebit.checkpoint import load_pretrained
 from matebit.cli import run
 from matebit.data.synthetic import SyntheticFaces
-from matebit.demo.benchmark import BENCH_SEED, evaluate_generator, held_out_pairs
+from matebit.metrics.moved.synthetic import BENCH_SEED, evaluate_generator, held_out_pairs
 from matebit.metrics import read_jsonl, soft_points, token_centres
 from matebit.metrics.correspondence import grid_of, pck_metric, probe_matches
 from matebit.metrics.evalset import EvalSet, Landmarks
@@ -93,7 +93,7 @@ def test_probe_matches_rows_by_name_and_soft_positions(model_and_data):
     model_dir, data, _ = model_and_data
     generator, _ = load_pretrained(model_dir)
     faces = SyntheticFaces(2, SIZE, 1)
-    from matebit.demo.benchmark import QualityPair, pair_tensors
+    from matebit.metrics.moved.synthetic import QualityPair, pair_tensors
     st, ex = pair_tensors(faces, [QualityPair(0, 1)])
     pts = np.array(list(faces[0].keypoints.values()))
     m = probe_matches(generator, st, ex, pts)

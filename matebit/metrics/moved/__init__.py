@@ -1,4 +1,11 @@
-"""The moved-exemplar protocol: correspondence measured where the identity guess fails (`matebit eval moved`).
+"""The moved-exemplar protocol: correspondence measured where the identity guess fails.
+
+One home for its three sources, all scored with the one PCK and token grid of `matebit.metrics.correspondence`:
+prepared face folders (`matebit eval moved --data`, below), photos as a user gives them (`matebit eval moved
+--photos`: `evaluate_moved_photos`, `run_photo_draws`) and synthetic faces re-rendered under the move, whose truth
+is exact (`matebit bench quality`, the demo's report: `matebit.metrics.moved.synthetic`).
+
+On prepared data:
 
 On aligned studio portraits the identity guess (each structure landmark matched to the same pixel of the exemplar)
 already scores PCK@0.05 = 0.86 on the London faces: unmoved pairs measure nothing. Here every pair is
@@ -39,7 +46,7 @@ import torch
 
 from matebit.errors import InputError, MetricError
 
-from .correspondence import PCK_ALPHAS, ROW_KINDS, pck, probe_matches, token_centres
+from matebit.metrics.correspondence import PCK_ALPHAS, ROW_KINDS, pck, probe_matches, token_centres
 
 __all__ = ["MovedSettings", "MovedPair", "MovedReport", "similarity_matrix", "move_image", "move_points",
            "draw_moved_pairs", "evaluate_moved", "format_moved", "PhotoMovedSettings", "LandmarkedPhoto",
@@ -177,7 +184,7 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
     from matebit.data.folder import DataConfig, PairedFolderDataset
     from matebit.io import from_uint8
 
-    from .samples import _LandmarkSource
+    from matebit.metrics.samples import _LandmarkSource
 
     data = Path(data)
     model_name = ""
@@ -277,8 +284,8 @@ def evaluate_moved(model: Any, data: str | Path, settings: MovedSettings = Moved
 
     image_scores: dict[str, float] = {}
     if image_metrics:
-        from .evalset import EvalSet
-        from .registry import compute_metric
+        from matebit.metrics.evalset import EvalSet
+        from matebit.metrics.registry import compute_metric
 
         items = EvalSet(outputs=outputs, exemplars=exemplars, targets=targets)
         for name in image_metrics:
@@ -384,7 +391,7 @@ def landmarked_photos(folder: str | Path, identities: Sequence[str] | None = Non
 
     from matebit.io import IMAGE_EXTENSIONS
 
-    from .evalset import load_landmarks
+    from matebit.metrics.evalset import load_landmarks
 
     root = Path(folder)
     if not root.is_dir():
@@ -405,7 +412,7 @@ def landmarked_photos(folder: str | Path, identities: Sequence[str] | None = Non
         lm = load_landmarks(lm_file, size)
         pts = lm.points
         if tuple(lm.size) != tuple(size):  # a landmark file for a resized copy of the photo
-            from .evalset import scale_points
+            from matebit.metrics.evalset import scale_points
 
             pts = scale_points(pts, lm.size, size)
         out.append(LandmarkedPhoto(p, pts, ident, lm.template))

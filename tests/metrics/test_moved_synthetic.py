@@ -13,8 +13,8 @@ from matebit.config import model_preset
 from matebit.data.synthetic import KEYPOINT_NAMES, SyntheticFaces
 from matebit.metrics import attention_to_points
 from matebit.models import MATEBITGenerator
-from matebit.demo import benchmark
-from matebit.demo.benchmark import (PSNR_CAP, PairResult, QualityPair, capped_psnr, evaluate_baselines,
+from matebit.metrics.moved import synthetic as benchmark
+from matebit.metrics.moved.synthetic import (PSNR_CAP, PairResult, QualityPair, capped_psnr, evaluate_baselines,
                              evaluate_generator, format_table, held_out_pairs, part_colour_error, structure_rgb,
                              summarise)
 
