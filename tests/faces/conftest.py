@@ -31,3 +31,14 @@ def shipped_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setattr(W, "weights_root", lambda: root)
     return root
+
+
+@pytest.fixture(scope="session")
+def face_model():
+    """The shipped face model's folder: a face model, its template in preprocessor_config.json."""
+    from matebit.image_processor import PROCESSOR_FILE
+    from matebit.weights import resolve_model
+
+    folder = resolve_model("faces-hed-128")
+    assert (folder / PROCESSOR_FILE).is_file()
+    return folder

@@ -12,27 +12,13 @@ import pytest
 from faces_helpers import needs_hed
 from PIL import Image
 
-from matebit.align import FaceTemplate, find_face
+from matebit.align import find_face
 from matebit.cli import run
 from matebit.errors import InputError
-from matebit.image_processor import PROCESSOR_FILE, ProcessorConfig
+from matebit.image_processor import PROCESSOR_FILE
 
 pytest.importorskip("dlib")
 pytestmark = needs_hed
-
-
-@pytest.fixture(scope="module")
-def face_model(tmp_path_factory):
-    """The shipped face model's folder, with a face template recorded if it has none."""
-    from matebit.weights import resolve_model
-
-    folder = resolve_model("faces-hed-128")
-    if (folder / PROCESSOR_FILE).is_file():
-        return folder
-    copy = tmp_path_factory.mktemp("model") / "faces"
-    shutil.copytree(folder, copy)
-    (copy / PROCESSOR_FILE).write_text(ProcessorConfig("hed", 256, FaceTemplate()).to_json())
-    return copy
 
 
 @pytest.fixture(scope="module")

@@ -62,23 +62,6 @@ def photo_set(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def face_model(tmp_path_factory):
-    import shutil
-
-    from matebit.align import FaceTemplate
-    from matebit.image_processor import PROCESSOR_FILE, ProcessorConfig
-    from matebit.weights import resolve_model
-
-    folder = resolve_model("faces-hed-128")
-    if (folder / PROCESSOR_FILE).is_file():
-        return folder
-    copy = tmp_path_factory.mktemp("m") / "faces"
-    shutil.copytree(folder, copy)
-    (copy / PROCESSOR_FILE).write_text(ProcessorConfig("hed", 256, FaceTemplate()).to_json())
-    return copy
-
-
 def test_the_protocol_scores_the_pipeline_and_its_baselines(face_model, photo_set):
     photos = landmarked_photos(photo_set)
     report = evaluate_moved_photos(str(face_model), photos, PhotoMovedSettings(pairs=3, seed=1), progress=False)
