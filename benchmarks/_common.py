@@ -20,16 +20,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({torch.get_num_threads()} threads)"
+    from matebit.speed import cpu_model
+
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def device_slug(device: torch.device) -> str:

@@ -240,15 +240,31 @@ def cpu_supports_bf16() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is no such file)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def _cpu_flags() -> frozenset[str]:
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for results files (e.g. "AMD EPYC"); the platform's word for it where Linux's
+    /proc/cpuinfo is missing."""
+    import platform
+
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def resolve_precision(device: torch.device | str, precision: Precision = "auto") -> torch.dtype:

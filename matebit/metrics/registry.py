@@ -146,13 +146,9 @@ def run_environment() -> dict[str, Any]:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {**library_versions(), "python": platform.python_version(), "cpu": cpu,
+    from matebit.speed import cpu_model
+
+    return {**library_versions(), "python": platform.python_version(), "cpu": cpu_model(),
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

@@ -185,6 +185,7 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
         + (f" and {len(recipe.eval_photos)} other set(s)" if recipe.eval_photos else ""))
     from matebit.image_processor import PROCESSOR_FILE, ProcessorConfig
     from matebit.inference import Translator
+    from matebit.weights import file_sha256
 
     # The model folder the translator reads: the run's weights and config with the recipe's image processor.
     processor = ProcessorConfig("hed", recipe.hed_size or default_hed_size(recipe.size), FaceTemplate())
@@ -192,8 +193,6 @@ def run_face_recipe(recipe: FaceRecipe, progress: bool = True, device: str = "cp
     selection = _choose_checkpoint(recipe, run, out / "select", processor, prepared.val_identities, device,
                                    progress, log)
     chosen = Path(selection["folder"]) if selection else run / "model"
-    from matebit.weights import file_sha256
-
     weights_id = selection["weights_sha256"] if selection else file_sha256(run / "model" / "model.safetensors")
     translator = Translator.from_pretrained(chosen, device=device, dtype="fp32")
     sets = {"london-held-out": (Path(recipe.src) / "neutral", prepared.val_identities)}
